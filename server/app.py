@@ -1,0 +1,69 @@
+"""Build the FastAPI application from settings."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from server import migrate
+from server.db import make_engine, make_sessionmaker
+from server.errors import error_body, install_handlers
+from server.limits import BodyLimit
+from server.observability import Metrics
+from server.routes import control, observe, runs, tokens
+from server.settings import Settings, get_settings
+
+log = logging.getLogger("sala.server")
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    engine = make_engine(settings.database_url)
+    app = FastAPI(title="Sala", version="0.1.0",
+                  description="Steer Khmer OCR training runs over HTTP.")
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.open_loopback = settings.binds_loopback
+    app.state.metrics = Metrics(app.state.sessionmaker)
+
+    install_handlers(app)
+    app.middleware("http")(app.state.metrics.middleware())
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    for module in (runs, control, observe, tokens):
+        app.include_router(module.router, prefix=API_PREFIX)
+    _service_routes(app)
+    return app
+
+
+def _service_routes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["service"])
+    def readyz() -> JSONResponse:
+        try:
+            with app.state.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            if not migrate.at_head(app.state.engine):
+                return JSONResponse(error_body("not_ready", "database schema is not at the latest "
+                                               "migration: run `sala db upgrade`"), 503)
+        except Exception as exc:  # any failure to reach the database means not ready
+            return JSONResponse(error_body("not_ready", f"database unreachable: {type(exc).__name__}"), 503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["service"])
+    def metrics() -> Response:
+        app.state.metrics.refresh()
+        return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse("<!doctype html><title>Sala</title><h1>Sala</h1>"
+                            "<p>API: <a href='/docs'>/docs</a> · <a href='/api/v1/runs'>/api/v1/runs</a></p>")

@@ -1,0 +1,179 @@
+"""The `sala` command line: one Typer app with a sub-app per area."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from worker.data.cli import app as data_app
+from worker.recipe_cli import app as recipe_app
+
+app = typer.Typer(no_args_is_help=True, help="Sala: steer Khmer OCR training runs over HTTP.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
+tokens_app = typer.Typer(no_args_is_help=True, help="API tokens and their roles.")
+app.add_typer(recipe_app, name="recipe", help="Write and check training recipes.")
+app.add_typer(data_app, name="data", help="Look at training data before training.")
+app.add_typer(db_app, name="db")
+app.add_typer(tokens_app, name="tokens")
+
+log = logging.getLogger("sala.server")
+
+Host = Annotated[str | None, typer.Option(help="Address to bind (default SALA_HOST or 127.0.0.1).")]
+Port = Annotated[int | None, typer.Option(help="Port to bind (default SALA_PORT or 8000).")]
+
+
+def _settings(host: str | None = None, port: int | None = None):
+    from server.settings import Settings
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    return Settings(**overrides)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
+    """Migrate the database (SALA_DATABASE_URL) up to REVISION."""
+    from server import migrate
+
+    settings = _settings()
+    migrate.upgrade(settings.database_url, revision)
+    typer.echo(f"database at {revision}: {_redact(settings.database_url)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g. base.")) -> None:
+    """Migrate the database down to REVISION (data in dropped tables is lost)."""
+    from server import migrate
+
+    migrate.downgrade(_settings().database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's current and the code's head revision."""
+    from server import migrate
+    from server.db import make_engine
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    typer.echo(f"current: {migrate.current_revision(engine)}  head: {migrate.head_revision(settings.database_url)}")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    role: Annotated[str, typer.Option(help="viewer | operator | worker | admin")],
+    name: Annotated[str, typer.Option(help="Who or what holds the token.")],
+) -> None:
+    """Create a token and print it once; only its hash is stored."""
+    from server import auth
+
+    if role not in auth.ROLES:
+        typer.echo(f"error: --role must be one of {', '.join(auth.ROLES)}", err=True)
+        raise typer.Exit(2)
+    with _session() as db, db.begin():
+        row, token = auth.create_token(db, name, role)
+    typer.echo(token)
+    typer.echo(f"token {row.id} ({role}, {name}) created; it is shown only this once.", err=True)
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """List tokens (never their secrets)."""
+    from sqlalchemy import select
+
+    from server.models import ApiToken
+
+    with _session() as db:
+        for t in db.scalars(select(ApiToken).order_by(ApiToken.id)):
+            state = "revoked" if t.revoked_at else "active"
+            typer.echo(f"{t.id}\t{t.role}\t{t.name}\t{t.prefix}…\t{state}")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: int) -> None:
+    """Revoke a token by id."""
+    from server import auth
+    from server.errors import NotFound
+
+    try:
+        with _session() as db, db.begin():
+            auth.revoke_token(db, token_id)
+    except NotFound as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"token {token_id} revoked")
+
+
+@app.command()
+def server(host: Host = None, port: Port = None) -> None:
+    """Migrate the database, then serve the API (and dashboard)."""
+    settings = _settings(host, port)
+    _prepare(settings)
+    _serve(settings)
+
+
+@app.command()
+def up(host: Host = None, port: Port = None) -> None:
+    """One machine: migrate, then serve the API on SQLite (or SALA_DATABASE_URL)."""
+    settings = _settings(host, port)
+    _prepare(settings)
+    _serve(settings)
+
+
+def _prepare(settings) -> None:
+    """Migrate, and refuse to expose an unauthenticated server beyond loopback."""
+    from server import auth, migrate
+    from server.db import make_engine, make_sessionmaker
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    migrate.upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine)() as db:
+        tokens = auth.active_token_count(db)
+    engine.dispose()
+    if tokens == 0 and not settings.binds_loopback:
+        typer.echo(f"error: refusing to serve on {settings.host} without authentication. Create a token "
+                   "first (`sala tokens create --role admin --name you`) or bind 127.0.0.1.", err=True)
+        raise typer.Exit(2)
+    if tokens == 0:
+        log.warning("authentication is OFF: no API tokens exist and the server binds loopback (%s); "
+                    "anyone on this machine can control runs. Create a token to turn it on.", settings.host)
+
+
+def _serve(settings) -> None:
+    import uvicorn
+
+    from server.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level.lower(), timeout_graceful_shutdown=10)
+
+
+def _session():
+    from server.db import make_engine, make_sessionmaker
+
+    settings = _settings()
+    from server import migrate
+
+    migrate.upgrade(settings.database_url)
+    return make_sessionmaker(make_engine(settings.database_url))()
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def main() -> None:  # pragma: no cover - console entry convenience
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()

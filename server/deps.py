@@ -1,0 +1,39 @@
+"""Dependency aliases for routers: one transaction per request, and the caller's identity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from server.auth import Principal, authenticate, authorize
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """The request's one transaction: committed when the endpoint returns, rolled back on error.
+    scope="function" (below) makes this run before the response is sent, so a failed commit
+    is reported to the client instead of hidden behind a 2xx."""
+    with request.app.state.sessionmaker() as session:
+        with session.begin():
+            yield session
+
+
+DB = Annotated[Session, Depends(get_db, scope="function")]
+
+
+def _principal(request: Request, db: DB, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    return authenticate(db, authorization, open_loopback=request.app.state.open_loopback)
+
+
+def _grant(name: str):
+    def dependency(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        return authorize(principal, name)
+    return dependency
+
+
+Reader = Annotated[Principal, Depends(_grant("read"))]
+Operator = Annotated[Principal, Depends(_grant("control"))]
+WorkerAuth = Annotated[Principal, Depends(_grant("work"))]
+Admin = Annotated[Principal, Depends(_grant("admin"))]

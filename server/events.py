@@ -1,0 +1,37 @@
+"""The audit log. Every state change writes exactly one event in the same transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.models import ControlEvent
+
+# kinds the worker must apply and acknowledge; the rest are facts already true when written
+WORKER_KINDS = frozenset({"stage_set", "stage_advance", "stage_hold", "lr_set", "lr_scale", "lr_clear",
+                          "checkpoint_requested", "pause_requested", "stop_requested"})
+
+
+def record(db: Session, run_id: int | None, kind: str, actor: str, needs_worker: bool = False,
+           **payload: Any) -> ControlEvent:
+    event = ControlEvent(run_id=run_id, kind=kind, actor=actor, needs_worker=needs_worker,
+                         payload={k: v for k, v in payload.items() if v is not None})
+    db.add(event)
+    db.flush()
+    return event
+
+
+def pending_for_worker(db: Session, run_id: int) -> list[ControlEvent]:
+    return list(db.scalars(select(ControlEvent).where(
+        ControlEvent.run_id == run_id, ControlEvent.needs_worker.is_(True),
+        ControlEvent.applied_at.is_(None)).order_by(ControlEvent.id)))
+
+
+def list_events(db: Session, run_id: int, after: int, limit: int,
+                kinds: frozenset[str] | None = None) -> list[ControlEvent]:
+    query = select(ControlEvent).where(ControlEvent.run_id == run_id, ControlEvent.id > after)
+    if kinds:
+        query = query.where(ControlEvent.kind.in_(kinds))
+    return list(db.scalars(query.order_by(ControlEvent.id).limit(limit)))

@@ -1,0 +1,67 @@
+"""Steering a run: curriculum stage and learning-rate overrides, checkpoint now."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from server import runs
+from server.deps import DB, Operator, Reader
+from server.schemas import Accepted, LrOut, LrOverride, ReasonBody, StageHold, StageJump, StageRef, StagesOut
+from server.views import event_out, run_out, transition_out
+
+router = APIRouter(prefix="/runs/{run_id}", tags=["control"])
+
+
+@router.get("/stages", response_model=StagesOut)
+def get_stages(run_id: int, db: DB, _: Reader) -> StagesOut:
+    run = runs.get_run(db, run_id)
+    return StagesOut(
+        stages=[{"index": i + 1, **spec} for i, spec in enumerate(runs.stages_of(run))],
+        current=StageRef(index=run.stage_index + 1, name=runs.stage_name(run, run.stage_index) or ""),
+        held=run.stage_held,
+        transitions=[transition_out(run, t) for t in runs.transitions(db, run)],
+        recommendations=list(run.recommendations or []),
+    )
+
+
+@router.post("/stage", status_code=202, response_model=Accepted)
+def jump_stage(run_id: int, body: StageJump, db: DB, who: Operator) -> Accepted:
+    run = runs.get_run(db, run_id, for_update=True)
+    event = runs.set_stage(db, run, who.actor, body.to, body.reason)
+    return Accepted(event_id=event.id, run=run_out(run))
+
+
+@router.post("/stage/advance", status_code=202, response_model=Accepted)
+def advance_stage(run_id: int, db: DB, who: Operator, body: ReasonBody | None = None) -> Accepted:
+    run = runs.get_run(db, run_id, for_update=True)
+    event = runs.advance_stage(db, run, who.actor, body.reason if body else None)
+    return Accepted(event_id=event.id, run=run_out(run))
+
+
+@router.post("/stage/hold", response_model=Accepted)
+def hold_stage(run_id: int, body: StageHold, db: DB, who: Operator) -> Accepted:
+    run = runs.get_run(db, run_id, for_update=True)
+    event = runs.hold_stage(db, run, who.actor, body.hold)
+    return Accepted(event_id=event.id, run=run_out(run))
+
+
+@router.get("/lr", response_model=LrOut)
+def get_lr(run_id: int, db: DB, _: Reader) -> LrOut:
+    run = runs.get_run(db, run_id)
+    return LrOut(**runs.lr_parts(run), base_lr=run.base_lr,
+                 history=[event_out(e) for e in runs.lr_history(db, run)])
+
+
+@router.post("/lr", status_code=202, response_model=Accepted)
+def override_lr(run_id: int, body: LrOverride, db: DB, who: Operator) -> Accepted:
+    run = runs.get_run(db, run_id, for_update=True)
+    event = runs.set_lr(db, run, who.actor, lr=body.lr, scale=body.scale, clear=body.clear,
+                        reason=body.reason)
+    return Accepted(event_id=event.id, run=run_out(run))
+
+
+@router.post("/checkpoint", status_code=202, response_model=Accepted)
+def checkpoint_now(run_id: int, db: DB, who: Operator) -> Accepted:
+    run = runs.get_run(db, run_id, for_update=True)
+    event = runs.request_checkpoint(db, run, who.actor)
+    return Accepted(event_id=event.id, run=run_out(run))

@@ -1,0 +1,82 @@
+"""Read-only views of a run: epochs, step scalars, events, checkpoints; and the workers list."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from server import events, runs
+from server.deps import DB, Reader
+from server.errors import NotFound
+from server.models import Checkpoint, EpochReport, StepScalar, Worker
+from server.schemas import CheckpointOut, EventPage, Page
+from server.storage import stream_file
+from server.views import checkpoint_out, epoch_out, event_out
+
+router = APIRouter(tags=["observe"])
+
+Limit = Annotated[int, Query(ge=1, le=5000)]
+
+
+@router.get("/runs/{run_id}/events", response_model=EventPage)
+def list_events(run_id: int, db: DB, _: Reader, after: Annotated[int, Query(ge=0)] = 0,
+                limit: Limit = 500) -> EventPage:
+    runs.get_run(db, run_id)
+    rows = events.list_events(db, run_id, after=after, limit=limit)
+    return EventPage(items=[event_out(e) for e in rows],
+                     next_cursor=str(rows[-1].id) if len(rows) == limit else None)
+
+
+@router.get("/runs/{run_id}/epochs", response_model=Page)
+def list_epochs(run_id: int, db: DB, _: Reader, after: Annotated[int, Query(ge=-1)] = -1,
+                limit: Limit = 1000) -> Page:
+    run = runs.get_run(db, run_id)
+    rows = list(db.scalars(select(EpochReport).where(
+        EpochReport.run_id == run_id, EpochReport.superseded.is_(False), EpochReport.epoch > after)
+        .order_by(EpochReport.epoch).limit(limit)))
+    items = [epoch_out(run, r).model_dump(mode="json") for r in rows]
+    return Page(items=items, next_cursor=str(rows[-1].epoch) if len(rows) == limit else None)
+
+
+@router.get("/runs/{run_id}/steps", response_model=Page)
+def list_steps(run_id: int, db: DB, _: Reader, after: Annotated[int, Query(ge=-1)] = -1,
+               max_points: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> Page:
+    runs.get_run(db, run_id)
+    rows = list(db.execute(select(StepScalar.step, StepScalar.values).where(
+        StepScalar.run_id == run_id, StepScalar.step > after).order_by(StepScalar.step)))
+    stride = max(1, -(-len(rows) // max_points))
+    picked = rows[::stride]
+    if rows and picked[-1] is not rows[-1]:
+        picked.append(rows[-1])
+    return Page(items=[{"step": s, **v} for s, v in picked], next_cursor=str(rows[-1][0]) if rows else None)
+
+
+@router.get("/runs/{run_id}/checkpoints", response_model=list[CheckpointOut])
+def list_checkpoints(run_id: int, db: DB, _: Reader) -> list[CheckpointOut]:
+    runs.get_run(db, run_id)
+    rows = db.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.id))
+    return [checkpoint_out(r) for r in rows]
+
+
+@router.get("/runs/{run_id}/checkpoints/{checkpoint_id}/file")
+def download_checkpoint(run_id: int, checkpoint_id: int, request: Request, db: DB,
+                        _: Reader) -> StreamingResponse:
+    row = db.get(Checkpoint, checkpoint_id)
+    if row is None or row.run_id != run_id:
+        raise NotFound(f"checkpoint {checkpoint_id} does not belong to run {run_id}")
+    if not row.kept:
+        raise NotFound(f"checkpoint {checkpoint_id} was deleted by retention")
+    chunks, size = stream_file(request.app.state.settings.artifacts_url, row.uri)
+    headers = {"Content-Length": str(size), "X-Checksum-SHA256": row.sha256,
+               "Content-Disposition": f'attachment; filename="run{run_id}-ckpt{checkpoint_id}.pt"'}
+    return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
+
+
+@router.get("/workers")
+def list_workers(db: DB, _: Reader) -> list[dict]:
+    rows = db.scalars(select(Worker).order_by(Worker.id))
+    return [{"id": w.id, "name": w.name, "host": w.host, "devices": w.devices, "version": w.version,
+             "registered_at": w.registered_at, "last_seen_at": w.last_seen_at} for w in rows]

@@ -1,0 +1,76 @@
+"""Run lifecycle: create, list, read, stop, pause, resume, fork, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from starlette.background import BackgroundTask
+
+from server import runs
+from server.deps import DB, Operator, Reader
+from server.schemas import Accepted, ForkBody, ReasonBody, RunCreate, RunOut, RunPage
+from server.storage import delete_files
+from server.views import run_out
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+
+@router.post("", status_code=201, response_model=RunOut)
+def create_run(body: RunCreate, db: DB, who: Operator) -> RunOut:
+    run = runs.create_run(db, name=body.name, recipe=body.recipe, tags=body.tags,
+                          max_restarts=body.max_restarts, priority=body.priority, actor=who.actor)
+    return run_out(run, with_recipe=True)
+
+
+@router.get("", response_model=RunPage)
+def list_runs(db: DB, _: Reader, status: Annotated[str | None, Query(max_length=200)] = None,
+              tag: Annotated[str | None, Query(max_length=50)] = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              cursor: Annotated[str | None, Query(max_length=100)] = None) -> RunPage:
+    statuses = [s for s in (status or "").split(",") if s]
+    page, next_cursor = runs.list_runs(db, statuses=statuses, tag=tag, limit=limit, cursor=cursor)
+    return RunPage(items=[run_out(r) for r in page], next_cursor=next_cursor)
+
+
+@router.get("/{run_id}", response_model=RunOut)
+def get_run(run_id: int, db: DB, _: Reader) -> RunOut:
+    return run_out(runs.get_run(db, run_id), with_recipe=True)
+
+
+@router.post("/{run_id}/stop", status_code=202, response_model=Accepted)
+def stop_run(run_id: int, db: DB, who: Operator, body: ReasonBody | None = None) -> Accepted:
+    run = runs.get_run(db, run_id, for_update=True)
+    event = runs.stop(db, run, who.actor, body.reason if body else None)
+    return Accepted(event_id=event.id, run=run_out(run))
+
+
+@router.post("/{run_id}/pause", status_code=202, response_model=Accepted)
+def pause_run(run_id: int, db: DB, who: Operator, body: ReasonBody | None = None) -> Accepted:
+    run = runs.get_run(db, run_id, for_update=True)
+    event = runs.pause(db, run, who.actor, body.reason if body else None)
+    return Accepted(event_id=event.id, run=run_out(run))
+
+
+@router.post("/{run_id}/resume", status_code=202, response_model=Accepted)
+def resume_run(run_id: int, db: DB, who: Operator) -> Accepted:
+    run = runs.get_run(db, run_id, for_update=True)
+    event = runs.resume(db, run, who.actor)
+    return Accepted(event_id=event.id, run=run_out(run))
+
+
+@router.post("/{run_id}/fork", status_code=201, response_model=RunOut)
+def fork_run(run_id: int, db: DB, who: Operator, body: ForkBody | None = None) -> RunOut:
+    body = body or ForkBody()
+    parent = runs.get_run(db, run_id)
+    child = runs.fork(db, parent, who.actor, checkpoint_id=body.checkpoint_id,
+                      recipe_patch=body.recipe_patch, name=body.name)
+    return run_out(child, with_recipe=True)
+
+
+@router.delete("/{run_id}", status_code=204)
+def delete_run(run_id: int, db: DB, _: Operator) -> Response:
+    run = runs.get_run(db, run_id, for_update=True)
+    uris = runs.delete_run(db, run)
+    # files go only after the rows are committed: the task runs once the response is sent
+    return Response(status_code=204, background=BackgroundTask(delete_files, uris))

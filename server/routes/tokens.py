@@ -1,0 +1,30 @@
+"""Token administration (admin role)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from server import auth
+from server.deps import DB, Admin
+from server.models import ApiToken
+from server.schemas import TokenCreate, TokenCreated, TokenOut
+
+router = APIRouter(prefix="/tokens", tags=["tokens"])
+
+
+@router.post("", status_code=201, response_model=TokenCreated)
+def create_token(body: TokenCreate, db: DB, _: Admin) -> TokenCreated:
+    row, token = auth.create_token(db, body.name, body.role)
+    return TokenCreated(**TokenOut.model_validate(row, from_attributes=True).model_dump(), token=token)
+
+
+@router.get("", response_model=list[TokenOut])
+def list_tokens(db: DB, _: Admin) -> list[TokenOut]:
+    return [TokenOut.model_validate(r, from_attributes=True)
+            for r in db.scalars(select(ApiToken).order_by(ApiToken.id))]
+
+
+@router.delete("/{token_id}", response_model=TokenOut)
+def revoke_token(token_id: int, db: DB, _: Admin) -> TokenOut:
+    return TokenOut.model_validate(auth.revoke_token(db, token_id), from_attributes=True)

@@ -1,0 +1,257 @@
+"""Run service: create, read and steer runs. Functions take a Session and never commit;
+the request (or job) that calls them owns the transaction."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from server import events
+from server.errors import Conflict, InvalidInput, NotFound
+from server.models import Checkpoint, ControlEvent, EpochReport, Run, StageTransition, StepScalar, utcnow
+from server.recipes import parse_recipe, patched
+from server.states import TERMINAL, Status, next_status, require
+from worker.recipe import Recipe
+
+LR_EVENT_KINDS = frozenset({"lr_set", "lr_scale", "lr_clear"})
+
+
+def stages_of(run: Run) -> list[dict[str, Any]]:
+    return run.recipe["curriculum"]["stages"]
+
+
+def stage_name(run: Run, index: int | None) -> str | None:
+    stages = stages_of(run)
+    return stages[index]["name"] if index is not None and 0 <= index < len(stages) else None
+
+
+def lr_parts(run: Run) -> dict[str, Any]:
+    """Effective lr = schedule × stage multiplier × override scale, or the absolute override."""
+    multiplier = float(stages_of(run)[run.stage_index].get("lr_multiplier", 1.0))
+    schedule = run.lr_schedule
+    if run.lr_override_abs is not None:
+        override: dict[str, float] | None = {"lr": run.lr_override_abs}
+        effective = run.lr_override_abs
+    else:
+        override = {"scale": run.lr_override_scale} if run.lr_override_scale != 1.0 else None
+        effective = (schedule if schedule is not None else run.base_lr) * multiplier * run.lr_override_scale
+    return {"schedule": schedule, "stage_multiplier": multiplier, "override": override,
+            "effective": effective}
+
+
+def get_run(db: Session, run_id: int, *, for_update: bool = False) -> Run:
+    query = select(Run).where(Run.id == run_id)
+    if for_update:
+        query = query.with_for_update()
+    run = db.scalars(query).first()
+    if run is None:
+        raise NotFound(f"run {run_id} does not exist")
+    return run
+
+
+def create_run(db: Session, *, name: str, recipe: dict[str, Any] | str, tags: list[str],
+               max_restarts: int | None, priority: int, actor: str,
+               parent: Run | None = None, parent_checkpoint: Checkpoint | None = None) -> Run:
+    model = recipe if isinstance(recipe, Recipe) else parse_recipe(recipe)
+    return _insert_run(db, name=name, recipe=model, tags=tags, max_restarts=max_restarts,
+                       priority=priority, actor=actor, parent=parent, parent_checkpoint=parent_checkpoint)
+
+
+def _insert_run(db: Session, *, name, recipe, tags, max_restarts, priority, actor, parent,
+                parent_checkpoint) -> Run:
+    data = recipe.model_dump(mode="json")
+    run = Run(
+        name=name, status=Status.QUEUED.value, recipe=data, tags=sorted(set(tags)),
+        tag_text=tag_text(tags), priority=priority,
+        max_restarts=recipe.max_restarts if max_restarts is None else max_restarts,
+        base_lr=recipe.optimizer.lr, stage_index=0, attempt=0,
+        parent_run_id=parent.id if parent else None,
+        parent_checkpoint_id=parent_checkpoint.id if parent_checkpoint else None,
+        resume_checkpoint_id=parent_checkpoint.id if parent_checkpoint else None,
+    )
+    if parent_checkpoint is not None:
+        run.stage_index = min(parent_checkpoint.stage_index, len(data["curriculum"]["stages"]) - 1)
+    db.add(run)
+    db.flush()
+    db.add(StageTransition(run_id=run.id, from_stage=None, to_stage=run.stage_index, epoch=0,
+                           reason="start", actor=actor, metrics={}))
+    events.record(db, run.id, "run_created", actor, name=name,
+                  forked_from=parent.id if parent else None,
+                  checkpoint_id=parent_checkpoint.id if parent_checkpoint else None)
+    return run
+
+
+def list_runs(db: Session, *, statuses: list[str], tag: str | None, limit: int,
+              cursor: str | None) -> tuple[list[Run], str | None]:
+    query = select(Run).order_by(Run.id.desc()).limit(limit + 1)
+    if statuses:
+        unknown = [s for s in statuses if s not in Status.__members__.values()]
+        if unknown:
+            raise InvalidInput(f"unknown status {unknown[0]!r}",
+                               [{"path": "status", "message": f"one of {', '.join(s.value for s in Status)}"}])
+        query = query.where(Run.status.in_(statuses))
+    if cursor:
+        query = query.where(Run.id < _decode_cursor(cursor))
+    if tag:
+        query = query.where(Run.tag_text.contains(f",{tag},", autoescape=True))
+    rows = list(db.scalars(query))
+    page, more = rows[:limit], len(rows) > limit
+    return page, (_encode_cursor(page[-1].id) if more and page else None)
+
+
+def tag_text(tags: list[str]) -> str:
+    """Tags as `,a,b,` so one indexed LIKE finds a tag on SQLite and PostgreSQL alike."""
+    return "," + ",".join(sorted(set(tags))) + "," if tags else ""
+
+
+def _encode_cursor(value: int) -> str:
+    return base64.urlsafe_b64encode(f"run:{value}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, value = raw.split(":", 1)
+        if kind != "run":
+            raise ValueError
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("cursor is not one this server issued",
+                           [{"path": "cursor", "message": "invalid cursor"}]) from None
+
+
+def stop(db: Session, run: Run, actor: str, reason: str | None) -> ControlEvent:
+    target = next_status("stop", run.status)
+    held = run.status in (Status.RUNNING, Status.PAUSING)
+    run.status = target.value
+    if held:
+        run.control_requested_at = utcnow()
+        return events.record(db, run.id, "stop_requested", actor, needs_worker=True, reason=reason)
+    run.finished_at = utcnow()
+    return events.record(db, run.id, "stopped", actor, reason=reason)
+
+
+def pause(db: Session, run: Run, actor: str, reason: str | None) -> ControlEvent:
+    target = next_status("pause", run.status)
+    held = run.status == Status.RUNNING
+    run.status = target.value
+    if held:
+        run.control_requested_at = utcnow()
+        return events.record(db, run.id, "pause_requested", actor, needs_worker=True, reason=reason)
+    return events.record(db, run.id, "paused", actor, reason=reason)
+
+
+def resume(db: Session, run: Run, actor: str) -> ControlEvent:
+    run.status = next_status("resume", run.status).value
+    return events.record(db, run.id, "resumed", actor)
+
+
+def fork(db: Session, run: Run, actor: str, *, checkpoint_id: int | None,
+         recipe_patch: dict[str, Any] | None, name: str | None) -> Run:
+    checkpoint = None
+    if checkpoint_id is not None:
+        checkpoint = db.get(Checkpoint, checkpoint_id)
+        if checkpoint is None or checkpoint.run_id != run.id:
+            raise NotFound(f"checkpoint {checkpoint_id} does not belong to run {run.id}")
+        if not checkpoint.kept:
+            raise Conflict(f"checkpoint {checkpoint_id} was deleted by retention")
+    recipe = patched(run.recipe, recipe_patch)
+    child = _insert_run(db, name=name or f"{run.name} (fork)", recipe=recipe, tags=list(run.tags),
+                        max_restarts=None, priority=run.priority, actor=actor, parent=run,
+                        parent_checkpoint=checkpoint)
+    events.record(db, run.id, "forked", actor, child_run_id=child.id, checkpoint_id=checkpoint_id)
+    return child
+
+
+def delete_run(db: Session, run: Run) -> list[str]:
+    """Remove the run and its rows; return the checkpoint URIs whose files the caller deletes."""
+    require("delete", run.status)
+    uris = list(db.scalars(select(Checkpoint.uri).where(Checkpoint.run_id == run.id,
+                                                        Checkpoint.kept.is_(True))))
+    for model in (StepScalar, EpochReport, StageTransition, Checkpoint, ControlEvent):
+        db.execute(delete(model).where(model.run_id == run.id))
+    db.delete(run)
+    db.flush()
+    return uris
+
+
+def resolve_stage(run: Run, to: str | int) -> int:
+    stages = stages_of(run)
+    if isinstance(to, int) or (isinstance(to, str) and to.isdigit()):
+        index = int(to) - 1  # people count stages from 1, as the dashboard shows them
+        if not 0 <= index < len(stages):
+            raise InvalidInput(f"stage {to} does not exist: this run has stages 1–{len(stages)}",
+                               [{"path": "to", "message": f"between 1 and {len(stages)}"}])
+        return index
+    names = [s["name"] for s in stages]
+    if to not in names:
+        raise InvalidInput(f"stage {to!r} does not exist",
+                           [{"path": "to", "message": f"one of {', '.join(names)}"}])
+    return names.index(to)
+
+
+def set_stage(db: Session, run: Run, actor: str, to: str | int, reason: str | None,
+              kind: str = "stage_set") -> ControlEvent:
+    require("override", run.status)
+    index = resolve_stage(run, to)
+    if index == run.stage_index:
+        raise Conflict(f"run is already in stage {index + 1} ({stage_name(run, index)})")
+    db.add(StageTransition(run_id=run.id, from_stage=run.stage_index, to_stage=index, epoch=run.epoch,
+                           reason="manual", actor=actor, metrics=dict(run.latest_metrics or {})))
+    previous = run.stage_index
+    run.stage_index = index
+    return events.record(db, run.id, kind, actor, needs_worker=_worker_holds(run),
+                         from_stage=previous + 1, to_stage=index + 1,
+                         to_name=stage_name(run, index), reason=reason)
+
+
+def advance_stage(db: Session, run: Run, actor: str, reason: str | None) -> ControlEvent:
+    require("override", run.status)
+    if run.stage_index + 1 >= len(stages_of(run)):
+        raise Conflict(f"run is already in its last stage ({stage_name(run, run.stage_index)})")
+    return set_stage(db, run, actor, run.stage_index + 2, reason, kind="stage_advance")
+
+
+def hold_stage(db: Session, run: Run, actor: str, hold: bool) -> ControlEvent:
+    require("override", run.status)
+    run.stage_held = hold
+    return events.record(db, run.id, "stage_hold", actor, needs_worker=_worker_holds(run), hold=hold)
+
+
+def set_lr(db: Session, run: Run, actor: str, *, lr: float | None, scale: float | None,
+           clear: bool | None, reason: str | None) -> ControlEvent:
+    require("override", run.status)
+    if lr is not None:
+        run.lr_override_abs, kind = lr, "lr_set"
+    elif scale is not None:
+        run.lr_override_abs, run.lr_override_scale, kind = None, scale, "lr_scale"
+    else:
+        run.lr_override_abs, run.lr_override_scale, kind = None, 1.0, "lr_clear"
+    return events.record(db, run.id, kind, actor, needs_worker=_worker_holds(run), lr=lr, scale=scale,
+                         reason=reason, effective=lr_parts(run)["effective"])
+
+
+def request_checkpoint(db: Session, run: Run, actor: str) -> ControlEvent:
+    require("checkpoint", run.status)
+    run.checkpoint_requested = True
+    return events.record(db, run.id, "checkpoint_requested", actor, needs_worker=True)
+
+
+def _worker_holds(run: Run) -> bool:
+    return run.status in (Status.RUNNING, Status.PAUSING, Status.STOPPING)
+
+
+def transitions(db: Session, run: Run) -> list[StageTransition]:
+    return list(db.scalars(select(StageTransition).where(StageTransition.run_id == run.id)
+                           .order_by(StageTransition.id)))
+
+
+def lr_history(db: Session, run: Run) -> list[ControlEvent]:
+    return events.list_events(db, run.id, after=0, limit=1000, kinds=LR_EVENT_KINDS)
+
+
+def is_finished(run: Run) -> bool:
+    return Status(run.status) in TERMINAL

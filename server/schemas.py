@@ -1,0 +1,198 @@
+"""Request and response bodies. Requests forbid unknown keys and bound every string and list."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=50, strip_whitespace=True,
+                                       pattern=r"^[^,]+$")]
+Reason = Annotated[str, StringConstraints(max_length=500)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunCreate(Request):
+    name: Name
+    recipe: dict[str, Any] | Annotated[str, StringConstraints(max_length=200_000)] = Field(
+        default_factory=dict, description="The recipe as a JSON object, or YAML/JSON text."
+    )
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+    max_restarts: int | None = Field(None, ge=0, le=100)
+    priority: int = Field(0, ge=-1000, le=1000)
+
+
+class ReasonBody(Request):
+    reason: Reason | None = None
+
+
+class ForkBody(Request):
+    checkpoint_id: int | None = Field(None, ge=1)
+    recipe_patch: dict[str, Any] | None = None
+    name: Name | None = None
+
+
+class StageJump(Request):
+    to: Annotated[str, StringConstraints(min_length=1, max_length=100)] | int
+    reason: Reason | None = None
+
+
+class StageHold(Request):
+    hold: bool
+
+
+class LrOverride(Request):
+    lr: float | None = Field(None, gt=0, le=10)
+    scale: float | None = Field(None, gt=0, le=100)
+    clear: Literal[True] | None = None
+    reason: Reason | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> LrOverride:
+        given = [k for k in ("lr", "scale", "clear") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of lr, scale or clear")
+        return self
+
+
+class TokenCreate(Request):
+    name: Name
+    role: Literal["viewer", "operator", "worker", "admin"]
+
+
+class StageRef(BaseModel):
+    index: int
+    name: str
+
+
+class LrParts(BaseModel):
+    schedule: float | None
+    stage_multiplier: float
+    override: dict[str, float] | None
+    effective: float
+
+
+class RunOut(BaseModel):
+    id: int
+    name: str
+    status: str
+    stage: StageRef
+    stage_held: bool
+    stage_count: int
+    attempt: int
+    max_restarts: int
+    priority: int
+    tags: list[str]
+    epoch: int
+    step: int
+    max_epochs: int
+    lr: LrParts
+    worker_id: int | None
+    parent_run_id: int | None
+    error: str | None
+    latest: dict[str, Any]
+    recommendations: list[dict[str, Any]]
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    recipe: dict[str, Any] | None = None
+
+
+class Page(BaseModel):
+    items: list[Any]
+    next_cursor: str | None
+
+
+class RunPage(Page):
+    items: list[RunOut]
+
+
+class EventOut(BaseModel):
+    id: int
+    run_id: int | None
+    kind: str
+    payload: dict[str, Any]
+    actor: str
+    created_at: dt.datetime
+    applied_at: dt.datetime | None
+    applied_step: int | None
+
+
+class EventPage(Page):
+    items: list[EventOut]
+
+
+class TransitionOut(BaseModel):
+    from_stage: int | None
+    to_stage: int
+    from_name: str | None
+    to_name: str
+    epoch: int
+    reason: str
+    actor: str
+    metrics: dict[str, Any]
+    created_at: dt.datetime
+
+
+class StagesOut(BaseModel):
+    stages: list[dict[str, Any]]
+    current: StageRef
+    held: bool
+    transitions: list[TransitionOut]
+    recommendations: list[dict[str, Any]]
+
+
+class LrOut(LrParts):
+    base_lr: float
+    history: list[EventOut]
+
+
+class Accepted(BaseModel):
+    event_id: int
+    run: RunOut
+
+
+class CheckpointOut(BaseModel):
+    id: int
+    run_id: int
+    attempt: int
+    epoch: int
+    step: int
+    stage: int
+    uri: str
+    size: int
+    sha256: str
+    metrics: dict[str, Any]
+    kept: bool
+    created_at: dt.datetime
+
+
+class EpochOut(BaseModel):
+    epoch: int
+    attempt: int
+    stage: StageRef
+    step: int
+    metrics: dict[str, Any]
+    lr: dict[str, Any]
+    duration_s: float | None
+    samples_per_s: float | None
+    created_at: dt.datetime
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    prefix: str
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="Shown once; only its hash is stored.")

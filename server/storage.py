@@ -1,0 +1,58 @@
+"""Checkpoint files on the artifact store (any fsspec URL). The server only reads and deletes
+them; workers write them. Every path is checked to lie inside the store's root."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+
+import fsspec
+
+from server.errors import Forbidden, NotFound
+
+log = logging.getLogger("sala.storage")
+CHUNK = 1 << 20
+
+
+def _split(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
+        path = os.path.realpath(path)
+    return fs, path
+
+
+def inside_root(root_url: str, uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Resolve `uri` and refuse it unless it lies under the store root (no `..`, no symlink escape)."""
+    root_fs, root = _split(root_url)
+    fs, path = _split(uri)
+    if type(fs) is not type(root_fs):
+        raise Forbidden("checkpoint is not in this server's artifact store")
+    root = root.rstrip("/")
+    if not (path == root or path.startswith(root + "/")):
+        raise Forbidden("checkpoint path lies outside the artifact store")
+    return fs, path
+
+
+def stream_file(root_url: str, uri: str) -> tuple[Iterator[bytes], int]:
+    fs, path = inside_root(root_url, uri)
+    if not fs.exists(path):
+        raise NotFound("checkpoint file is gone from the artifact store")
+    size = fs.size(path)
+
+    def chunks() -> Iterator[bytes]:
+        with fs.open(path, "rb") as handle:
+            while block := handle.read(CHUNK):
+                yield block
+
+    return chunks(), size
+
+
+def delete_files(uris: list[str]) -> None:
+    for uri in uris:
+        try:
+            fs, path = _split(uri)
+            if fs.exists(path):
+                fs.rm(path)
+        except Exception:  # a missing or unreachable file must not undo a committed delete
+            log.warning("could not delete checkpoint file %s", uri, exc_info=True)

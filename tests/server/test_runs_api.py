@@ -1,0 +1,114 @@
+"""The run lifecycle over HTTP, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from tests.server.helpers import API, TINY_RECIPE, create_run
+
+
+def test_create_fills_defaults_and_starts_queued_in_stage_one(client):
+    run = create_run(client, name="first", tags=["khmer", "tiny"])
+    assert run["status"] == "queued"
+    assert run["stage"] == {"index": 1, "name": "chars"}
+    assert run["tags"] == ["khmer", "tiny"]
+    assert run["recipe"]["optimizer"]["lr"] == 0.001  # default filled in
+    assert run["lr"]["effective"] == 0.001
+    assert run["max_restarts"] == 3
+
+
+def test_empty_recipe_is_the_default_five_stage_recipe(client):
+    response = client.post(f"{API}/runs", json={"name": "default"})
+    assert response.status_code == 201
+    stages = client.get(f"{API}/runs/{response.json()['id']}/stages").json()
+    assert [s["name"] for s in stages["stages"]] == [
+        "single_character", "simple_combinations", "complex_combinations", "word_level", "multi_word"]
+    assert stages["current"] == {"index": 1, "name": "single_character"}
+    assert stages["transitions"][0]["reason"] == "start"
+
+
+def test_recipe_may_be_sent_as_yaml_text(client):
+    response = client.post(f"{API}/runs", json={"name": "y", "recipe": "training:\n  max_epochs: 7\n"})
+    assert response.status_code == 201, response.text
+    assert response.json()["max_epochs"] == 7
+
+
+def test_list_paginates_with_cursor_and_filters(client):
+    ids = [create_run(client, name=f"r{i}", tags=["even" if i % 2 == 0 else "odd"])["id"] for i in range(7)]
+    first = client.get(f"{API}/runs", params={"limit": 3}).json()
+    assert [r["id"] for r in first["items"]] == ids[::-1][:3]
+    second = client.get(f"{API}/runs", params={"limit": 3, "cursor": first["next_cursor"]}).json()
+    assert [r["id"] for r in second["items"]] == ids[::-1][3:6]
+    third = client.get(f"{API}/runs", params={"limit": 3, "cursor": second["next_cursor"]}).json()
+    assert [r["id"] for r in third["items"]] == ids[:1] and third["next_cursor"] is None
+    even = client.get(f"{API}/runs", params={"tag": "even"}).json()["items"]
+    assert sorted(r["id"] for r in even) == ids[0::2]
+    client.post(f"{API}/runs/{ids[0]}/pause")
+    paused = client.get(f"{API}/runs", params={"status": "paused"}).json()["items"]
+    assert [r["id"] for r in paused] == [ids[0]]
+
+
+def test_tag_filter_escapes_like_wildcards(client):
+    create_run(client, name="a", tags=["a_b"])
+    create_run(client, name="b", tags=["axb"])
+    found = client.get(f"{API}/runs", params={"tag": "a_b"}).json()["items"]
+    assert [r["name"] for r in found] == ["a"]
+
+
+def test_pause_resume_stop_on_a_queued_run(client):
+    run = create_run(client)
+    paused = client.post(f"{API}/runs/{run['id']}/pause", json={"reason": "lunch"})
+    assert paused.status_code == 202 and paused.json()["run"]["status"] == "paused"
+    resumed = client.post(f"{API}/runs/{run['id']}/resume")
+    assert resumed.status_code == 202 and resumed.json()["run"]["status"] == "queued"
+    stopped = client.post(f"{API}/runs/{run['id']}/stop")
+    assert stopped.status_code == 202 and stopped.json()["run"]["status"] == "stopped"
+    assert client.get(f"{API}/runs/{run['id']}").json()["finished_at"] is not None
+    kinds = [e["kind"] for e in client.get(f"{API}/runs/{run['id']}/events").json()["items"]]
+    assert kinds == ["run_created", "paused", "resumed", "stopped"]
+
+
+def test_wrong_state_requests_are_409_with_a_reason(client):
+    run = create_run(client)
+    answer = client.post(f"{API}/runs/{run['id']}/resume")
+    assert answer.status_code == 409
+    assert "already queued" in answer.json()["error"]["message"]
+    client.post(f"{API}/runs/{run['id']}/stop")
+    for path, body in [("stop", None), ("pause", None), ("stage/advance", None),
+                       ("lr", {"scale": 0.5}), ("stage", {"to": 2}), ("checkpoint", None)]:
+        answer = client.post(f"{API}/runs/{run['id']}/{path}", json=body)
+        assert answer.status_code == 409, path
+        assert "finished" in answer.json()["error"]["message"], path
+
+
+def test_fork_copies_recipe_with_patch_and_links_parent(client):
+    run = create_run(client)
+    child = client.post(f"{API}/runs/{run['id']}/fork",
+                        json={"recipe_patch": {"optimizer": {"lr": 0.01}}, "name": "hotter"})
+    assert child.status_code == 201, child.text
+    body = child.json()
+    assert body["parent_run_id"] == run["id"] and body["name"] == "hotter"
+    assert body["recipe"]["optimizer"]["lr"] == 0.01
+    assert body["recipe"]["training"]["max_epochs"] == TINY_RECIPE["training"]["max_epochs"]
+    bad = client.post(f"{API}/runs/{run['id']}/fork", json={"recipe_patch": {"optimizer": {"lr": -1}}})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"][0]["path"] == "recipe_patch.optimizer.lr"
+    missing = client.post(f"{API}/runs/{run['id']}/fork", json={"checkpoint_id": 999})
+    assert missing.status_code == 404
+
+
+def test_delete_finished_run_removes_it_and_its_rows(client):
+    run = create_run(client)
+    client.post(f"{API}/runs/{run['id']}/stop")
+    assert client.delete(f"{API}/runs/{run['id']}").status_code == 204
+    assert client.get(f"{API}/runs/{run['id']}").status_code == 404
+    assert client.get(f"{API}/runs/{run['id']}/events").status_code == 404
+
+
+def test_service_endpoints(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    create_run(client)
+    metrics = client.get("/metrics").text
+    assert 'sala_runs{status="queued"} 1.0' in metrics
+    assert "sala_http_requests_total" in metrics
+    assert client.get("/openapi.json").json()["info"]["title"] == "Sala"
+    assert client.get("/docs").status_code == 200
