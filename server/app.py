@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from server import migrate
-from server.db import make_engine, make_sessionmaker
+from server.db import make_engine, make_sessionmaker, writer
 from server.errors import error_body, install_handlers
 from server.limits import BodyLimit
 from server.observability import Metrics
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.write_sessionmaker = make_sessionmaker(writer(engine))
     app.state.open_loopback = settings.binds_loopback
     app.state.metrics = Metrics(app.state.sessionmaker)
 

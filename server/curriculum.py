@@ -249,7 +249,8 @@ def _nonfinite(history: Sequence[Epoch], t: Thresholds) -> Recommendation | None
     if len(counts) < t.nonfinite_epochs or not all(c > 0 for c in counts):
         return None
     return Recommendation(
-        "nonfinite_steps", f"non-finite steps in each of the last {len(counts)} epochs ({sum(counts):g} in all)",
+        "nonfinite_steps",
+        f"non-finite steps in each of the last {len(counts)} epochs ({sum(counts):g} in all)",
         {"counts": counts, "total": sum(counts)},
     )
 
@@ -298,6 +299,8 @@ def auto_actions(recommendations: Sequence[Recommendation], enabled: Collection[
         action = ACTIONS[rec.kind]
         prior = merged.get(action.kind)
         sources = (prior.sources if prior else ()) + (rec.kind,)
-        value = action.value if prior is None or action.value is None else min(prior.value or 1.0, action.value)
+        value = action.value
+        if prior is not None and prior.value is not None and value is not None:
+            value = min(prior.value, value)
         merged[action.kind] = Action(action.kind, value, sources)
     return list(merged.values())

@@ -19,8 +19,9 @@ def make_engine(url: str) -> Engine:
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own BEGIN handling defers locks; issue BEGIN ourselves (SQLAlchemy docs recipe).
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        # pysqlite's own BEGIN handling defers locks; issue BEGIN ourselves (SQLAlchemy docs recipe),
+        # IMMEDIATE for writers so two writers queue on the busy timeout instead of deadlocking.
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
@@ -33,6 +34,16 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+def _sqlite_begin(conn) -> None:
+    immediate = conn.get_execution_options().get("sqlite_immediate", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def writer(engine: Engine) -> Engine:
+    """The engine for transactions that will write: takes SQLite's write lock up front."""
+    return engine.execution_options(sqlite_immediate=True) if engine.dialect.name == "sqlite" else engine
 
 
 def _ensure_sqlite_dir(url: str) -> None:

@@ -15,7 +15,9 @@ def get_db(request: Request) -> Iterator[Session]:
     """The request's one transaction: committed when the endpoint returns, rolled back on error.
     scope="function" (below) makes this run before the response is sent, so a failed commit
     is reported to the client instead of hidden behind a 2xx."""
-    with request.app.state.sessionmaker() as session:
+    reads_only = request.method in ("GET", "HEAD", "OPTIONS")
+    factory = request.app.state.sessionmaker if reads_only else request.app.state.write_sessionmaker
+    with factory() as session:
         with session.begin():
             yield session
 

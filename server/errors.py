@@ -95,7 +95,7 @@ def _http_handler(_request: Request, exc: StarletteHTTPException) -> JSONRespons
 
 
 def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(error_body("internal", "internal server error"), 500)
 
 

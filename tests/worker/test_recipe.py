@@ -1,0 +1,204 @@
+"""The recipe contract: defaults, every invalid field reported at its path, round trips."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from worker.recipe import (
+    METRICS,
+    Recipe,
+    RecipeError,
+    RecipeParseError,
+    UnknownStageError,
+    apply_patch,
+    dump_commented_yaml,
+    error_path,
+    format_errors,
+    load_recipe,
+    lower_is_better,
+)
+
+EXAMPLE = Path(__file__).parents[1] / "fixtures" / "recipe.example.yaml"
+
+
+def stage(name: str, **kw) -> dict:
+    return {"name": name, "content": "words", "success_threshold": 0.5, **kw}
+
+
+def problems(data: dict) -> list[tuple[str, str]]:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(data)
+    return info.value.problems
+
+
+def paths(data: dict) -> list[str]:
+    return [path for path, _ in problems(data)]
+
+
+def test_empty_recipe_is_the_example_recipe():
+    assert load_recipe(EXAMPLE) == Recipe() == Recipe.model_validate({}) == load_recipe("{}")
+
+
+def test_default_recipe_matches_the_design_table():
+    r = Recipe()
+    assert [s.name for s in r.curriculum.stages] == [
+        "single_character", "simple_combinations", "complex_combinations", "word_level", "multi_word",
+    ]
+    assert [(s.min_epochs, s.max_epochs) for s in r.curriculum.stages] == [(3, 15), (5, 20), (8, 25), (10, 30), (15, 40)]
+    assert r.tasks[0].type == "character_recognition" and r.loss.distillation is None
+    assert r.checkpoint.best_metric == "val_cer" and r.auto_apply == []
+
+
+def test_recipe_module_does_not_import_torch():
+    code = "import sys, worker.recipe; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0
+
+
+INVALID = [
+    ({"curriculum": {"stages": [stage("a"), stage("b"), stage("c", success_threshold=1.5)]}},
+     "curriculum.stages[2].success_threshold"),
+    ({"training": {"accumulation_steps": 9}}, "training.accumulation_steps"),
+    ({"training": {"accumulation_steps": 0}}, "training.accumulation_steps"),
+    ({"tasks": [{"type": "character_recognition"}, {"type": "ocr"}]}, "tasks[1].type"),
+    ({"model": {"hiden_size": 128}}, "model.hiden_size"),
+    ({"curriculum": {"stages": [stage("a"), stage("b"), stage("a")]}}, "curriculum.stages[2].name"),
+    ({"curriculum": {"stages": [stage("a", min_epochs=9, max_epochs=4)]}}, "curriculum.stages[0].max_epochs"),
+    ({"curriculum": {"metric": "val_accuracy"}}, "curriculum.metric"),
+    ({"curriculum": {"stages": [stage("a", metric="bleu")]}}, "curriculum.stages[0].metric"),
+    ({"tasks": [{"type": "confidence_prediction"}]}, "tasks"),
+    ({"tasks": [{"type": "character_recognition", "enabled": False}]}, "tasks"),
+    ({"tasks": [{"type": "character_recognition"}, {"type": "character_recognition"}]}, "tasks[1].type"),
+    ({"optimizer": {"lr": -0.1}}, "optimizer.lr"),
+    ({"training": {"precision": "fp8"}}, "training.precision"),
+    ({"checkpoint": {"best_metric": "accuracy"}}, "checkpoint.best_metric"),
+    ({"checkpoint": {"compression": "gzip"}}, "checkpoint.compression"),
+    ({"scheduler": {"name": "cosine"}}, "scheduler.name"),
+    ({"curriculum": {"stages": [stage("a", content="paragraphs")]}}, "curriculum.stages[0].content"),
+    ({"curriculum": {"stages": [stage("a", lr_multiplier=0)]}}, "curriculum.stages[0].lr_multiplier"),
+    ({"curriculum": {"stages": [stage("a", replay=1.2)]}}, "curriculum.stages[0].replay"),
+    ({"curriculum": {"stages": []}}, "curriculum.stages"),
+    ({"loss": {"distillation": {"teacher_run": "r1", "alpha": 2}}}, "loss.distillation.alpha"),
+    ({"loss": {"distillation": {"temperature": 2}}}, "loss.distillation.teacher_run"),
+    ({"auto_apply": ["plateau", "coffee"]}, "auto_apply[1]"),
+    ({"auto_apply": ["plateau", "plateau"]}, "auto_apply[1]"),
+    ({"data": {"synthetic": None}}, "data.synthetic"),
+    ({"training": {"device": "tpu"}}, "training.device"),
+    ({"colour": "blue"}, "colour"),
+]
+
+
+@pytest.mark.parametrize(("data", "path"), INVALID, ids=[p for _, p in INVALID])
+def test_invalid_recipe_reports_the_field_path(data, path):
+    assert paths(data) == [path]
+
+
+def test_every_problem_is_reported_not_just_the_first():
+    bad = {"optimizer": {"lr": 0}, "training": {"precision": "fp8"}, "model": {"hiden_size": 1}}
+    assert sorted(paths(bad)) == ["model.hiden_size", "optimizer.lr", "training.precision"]
+
+
+def test_messages_say_what_is_wrong():
+    (_, message), = problems({"curriculum": {"stages": [stage("x"), stage("x")]}})
+    assert message == "duplicate stage name 'x'"
+    (_, message), = problems({"curriculum": {"metric": "nope"}})
+    assert "unknown metric 'nope'" in message and "val_cer" in message
+
+
+def test_format_errors_roots_paths_under_a_prefix():
+    class Body(BaseModel):
+        recipe: Recipe
+
+    with pytest.raises(ValidationError) as info:
+        Body.model_validate({"recipe": {"curriculum": {"stages": [stage("a"), stage("a")]}}})
+    assert format_errors(info.value) == [
+        {"path": "recipe.curriculum.stages[1].name", "message": "duplicate stage name 'a'"}
+    ]
+
+
+def test_error_path_formats_indices():
+    assert error_path(("curriculum", "stages", 2, "name")) == "curriculum.stages[2].name"
+    assert error_path(("tasks",), "[1].type") == "tasks[1].type"
+    assert error_path(("data",), "synthetic") == "data.synthetic"
+
+
+def test_lower_is_better_metrics():
+    assert [m for m in METRICS if lower_is_better(m)] == [
+        "val_cer", "val_loss", "val_perplexity", "train_cer", "train_loss",
+    ]
+
+
+def test_commented_yaml_round_trips_the_default():
+    text = dump_commented_yaml(Recipe())
+    assert load_recipe(text) == Recipe()
+    assert "# micro-batches per optimizer step (1-8)\n  accumulation_steps: 1" in text
+
+
+def test_commented_yaml_round_trips_a_custom_recipe():
+    custom = load_recipe({
+        "name": "odd: name # with 'quotes' and ខ្មែរ",
+        "optimizer": {"name": "sgd", "lr": 3e-5, "betas": [0.5, 0.6]},
+        "scheduler": {"restart_epochs": None, "plateau_min_lr": 1e-9},
+        "data": {"synthetic": {"fonts": ["a font.ttf", "true", "123"], "corpus": "corpus/khmer.txt"},
+                 "folders": ["/data/real"]},
+        "curriculum": {"metric": "val_cer", "stages": [stage("only", success_threshold=0.1, metric="val_loss")]},
+        "loss": {"distillation": {"teacher_run": 42, "checkpoint": "latest"}, "hard_example_mining": None},
+        "validation": {"fonts": ["held-out"]},
+        "auto_apply": ["plateau", "nonfinite_steps"],
+    })
+    text = dump_commented_yaml(custom)
+    assert load_recipe(text) == custom
+    assert custom.loss.distillation.teacher_run == "42"
+    assert yaml.safe_load(text)["optimizer"]["lr"] == 3e-5
+
+
+def test_every_line_of_the_commented_yaml_has_a_comment_above_its_key():
+    lines = dump_commented_yaml().splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() and not line.lstrip().startswith(("#", "- ")):
+            assert lines[i - 1].lstrip().startswith("#"), line
+
+
+def test_json_and_yaml_text_and_paths_load(tmp_path):
+    data = {"seed": 7, "training": {"batch_size": 8}}
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
+    for source in (json.dumps(data), yaml.safe_dump(data), tmp_path / "r.json", str(tmp_path / "r.yaml")):
+        assert load_recipe(source).seed == 7
+    assert load_recipe("data: {synthetic: {corpus: words.yaml}}").data.synthetic.corpus == "words.yaml"
+    with pytest.raises(FileNotFoundError):
+        load_recipe("missing.yaml")
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "name: [unclosed", "just a string"])
+def test_unparsable_or_non_mapping_text_is_a_parse_error(text):
+    with pytest.raises(RecipeParseError):
+        load_recipe(text)
+
+
+def test_apply_patch_deep_merges_without_mutating():
+    base = Recipe().model_dump(mode="json")
+    before = copy.deepcopy(base)
+    patch = {"optimizer": {"lr": 1e-4}, "scheduler": {"restart_epochs": None}, "data": {"folders": ["x"]}}
+    merged = apply_patch(base, patch)
+    assert base == before
+    r = load_recipe(merged)
+    assert r.optimizer.lr == 1e-4 and r.optimizer.name == "adamw"
+    assert r.scheduler.restart_epochs is None and r.scheduler.warmup_epochs == 5
+    assert r.data.folders == ["x"] and r.data.synthetic is not None
+
+
+def test_stage_index_by_name_and_index():
+    r = Recipe()
+    assert r.stage_index("word_level") == 3
+    assert r.stage_index(0) == 0
+    for bad in ("nope", 5, -1, True):
+        with pytest.raises(UnknownStageError):
+            r.stage_index(bad)
