@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from server import migrate
+from server import leases, migrate
 from server.db import make_engine, make_sessionmaker, writer
 from server.errors import error_body, install_handlers
 from server.limits import BodyLimit
 from server.observability import Metrics
-from server.routes import control, observe, runs, tokens
+from server.routes import control, observe, runs, tokens, workers
 from server.settings import Settings, get_settings
 
 log = logging.getLogger("sala.server")
@@ -24,22 +27,50 @@ API_PREFIX = "/api/v1"
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
-    app = FastAPI(title="Sala", version="0.1.0",
+    app = FastAPI(title="Sala", version="0.1.0", lifespan=_lifespan,
                   description="Steer Khmer OCR training runs over HTTP.")
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.write_sessionmaker = make_sessionmaker(writer(engine))
     app.state.open_loopback = settings.binds_loopback
+    app.state.token_touched = {}
     app.state.metrics = Metrics(app.state.sessionmaker)
 
     install_handlers(app)
     app.middleware("http")(app.state.metrics.middleware())
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    for module in (runs, control, observe, tokens):
+    for module in (runs, control, observe, tokens, workers):
         app.include_router(module.router, prefix=API_PREFIX)
     _service_routes(app)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    reaper = asyncio.create_task(_reap_forever(app))
+    try:
+        yield
+    finally:
+        reaper.cancel()
+
+
+async def _reap_forever(app: FastAPI) -> None:
+    """Re-queue runs whose worker stopped heartbeating; one short transaction per sweep."""
+    interval = app.state.settings.reaper_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(_reap_once, app)
+        except Exception:  # a failed sweep (database away) is retried on the next one
+            log.warning("reaper sweep failed", exc_info=True)
+
+
+def _reap_once(app: FastAPI) -> None:
+    from server.models import utcnow
+
+    with app.state.write_sessionmaker() as db, db.begin():
+        leases.reap(db, utcnow(), app.state.settings.stop_deadline_seconds)
 
 
 def _service_routes(app: FastAPI) -> None:

@@ -81,10 +81,16 @@ def authenticate(db: Session, authorization: str | None, *, open_loopback: bool)
     row = db.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(token.strip()))).first()
     if row is None or row.revoked_at is not None:
         raise Unauthorized("unknown or revoked token")
-    now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at > dt.timedelta(minutes=1):
-        row.last_used_at = now
     return Principal(role=row.role, name=row.name, token_id=row.id)
+
+
+def touch(db: Session, token_id: int) -> None:
+    row = db.get(ApiToken, token_id)
+    if row is not None:
+        row.last_used_at = utcnow()
+
+
+TOUCH_EVERY = dt.timedelta(minutes=1)
 
 
 def authorize(principal: Principal, grant: str) -> Principal:

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
-from server.auth import Principal, authenticate, authorize
+from server.auth import TOUCH_EVERY, Principal, authenticate, authorize, touch
+from server.models import utcnow
 
 
 def get_db(request: Request) -> Iterator[Session]:
@@ -25,8 +26,20 @@ def get_db(request: Request) -> Iterator[Session]:
 DB = Annotated[Session, Depends(get_db, scope="function")]
 
 
-def _principal(request: Request, db: DB, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    return authenticate(db, authorization, open_loopback=request.app.state.open_loopback)
+def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    """Identify the caller in a short read of its own, so that a long request (a claim's
+    long-poll) never holds a transaction open just for authentication."""
+    state = request.app.state
+    with state.sessionmaker() as db:
+        principal = authenticate(db, authorization, open_loopback=state.open_loopback)
+    if principal.token_id is not None:
+        now = utcnow()
+        last = state.token_touched.get(principal.token_id)
+        if last is None or now - last > TOUCH_EVERY:
+            state.token_touched[principal.token_id] = now
+            with state.write_sessionmaker() as db, db.begin():
+                touch(db, principal.token_id)
+    return principal
 
 
 def _grant(name: str):

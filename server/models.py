@@ -71,6 +71,7 @@ class Run(Base):
     priority: Mapped[int] = mapped_column(default=0)
     max_restarts: Mapped[int] = mapped_column(default=3)
     attempt: Mapped[int] = mapped_column(default=0)
+    restarts: Mapped[int] = mapped_column(default=0)
 
     stage_index: Mapped[int] = mapped_column(default=0)
     stage_held: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -196,3 +196,63 @@ class TokenOut(BaseModel):
 
 class TokenCreated(TokenOut):
     token: str = Field(description="Shown once; only its hash is stored.")
+
+
+# ---- worker protocol -------------------------------------------------------------------------
+
+LeaseToken = Annotated[str, StringConstraints(min_length=8, max_length=64)]
+MetricMap = dict[Annotated[str, StringConstraints(max_length=100)], float | int | bool | str | None]
+
+
+class WorkerRegister(Request):
+    name: Name
+    host: Annotated[str, StringConstraints(max_length=200)] = ""
+    devices: list[dict[str, Any] | str] = Field(default_factory=list, max_length=64)
+    version: Annotated[str, StringConstraints(max_length=50)] = ""
+
+
+class ClaimBody(Request):
+    wait_s: float = Field(0, ge=0, le=60, description="Long-poll up to this many seconds.")
+
+
+class AppliedEvent(Request):
+    id: int
+    step: int = Field(ge=0)
+
+
+class HeartbeatBody(Request):
+    lease_token: LeaseToken
+    epoch: int = Field(ge=0)
+    step: int = Field(ge=0)
+    lr_schedule: float | None = Field(None, ge=0)
+    scalars: list[dict[str, float | int | None]] = Field(default_factory=list, max_length=2000)
+    applied: list[AppliedEvent] = Field(default_factory=list, max_length=1000)
+
+
+class EpochBody(Request):
+    lease_token: LeaseToken
+    epoch: int = Field(ge=1)
+    stage: int = Field(ge=1, description="1-based stage index the epoch trained in.")
+    step: int = Field(ge=0)
+    metrics: MetricMap
+    lr: dict[str, float | None | dict[str, float]] = Field(default_factory=dict)
+    duration_s: float | None = Field(None, ge=0)
+    samples_per_s: float | None = Field(None, ge=0)
+    applied: list[AppliedEvent] = Field(default_factory=list, max_length=1000)
+
+
+class CheckpointBody(Request):
+    lease_token: LeaseToken
+    uri: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    epoch: int = Field(ge=0)
+    step: int = Field(ge=0)
+    stage: int = Field(ge=1)
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    size: int = Field(ge=0)
+    metrics: MetricMap = Field(default_factory=dict)
+
+
+class FinishBody(Request):
+    lease_token: LeaseToken
+    status: Literal["completed", "failed", "stopped", "paused", "queued"]
+    error: Annotated[str, StringConstraints(max_length=20_000)] | None = None

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     stop_deadline_seconds: float = Field(
         60.0, gt=0, description="A worker that has not honoured a stop by then is fenced."
     )
+    reaper_seconds: float = Field(1.0, gt=0, description="How often expired leases are swept.")
     log_level: str = Field("info")
 
     @field_validator("database_url")

@@ -49,6 +49,7 @@ def upgrade() -> None:
     sa.Column('priority', sa.Integer(), nullable=False),
     sa.Column('max_restarts', sa.Integer(), nullable=False),
     sa.Column('attempt', sa.Integer(), nullable=False),
+    sa.Column('restarts', sa.Integer(), nullable=False),
     sa.Column('stage_index', sa.Integer(), nullable=False),
     sa.Column('stage_held', sa.Boolean(), nullable=False),
     sa.Column('epoch', sa.Integer(), nullable=False),

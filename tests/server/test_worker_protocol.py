@@ -1,0 +1,188 @@
+"""The worker half of the API: claims, leases and fencing, reports, curriculum, retention, reaper."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from server import leases
+from server.models import utcnow
+from tests.server.helpers import API, TINY_RECIPE, create_run
+
+
+def register(client, name="w1") -> int:
+    answer = client.post(f"{API}/workers", json={"name": name, "host": "h", "devices": ["cpu"]})
+    assert answer.status_code == 201, answer.text
+    return answer.json()["worker_id"]
+
+
+def claim(client, worker_id, wait_s=0.0):
+    return client.post(f"{API}/workers/{worker_id}/claim", json={"wait_s": wait_s})
+
+
+def epoch(client, run_id, lease, n, stage, acc, **extra):
+    body = {"lease_token": lease, "epoch": n, "stage": stage, "step": n * 2,
+            "metrics": {"val_sequence_accuracy": acc, "val_cer": 1 - acc},
+            "lr": {"schedule": 0.001, "stage_multiplier": 1.0, "effective": 0.001}, **extra}
+    return client.post(f"{API}/runs/{run_id}/epochs", json=body)
+
+
+def test_claim_gives_lease_and_directive_then_204_when_empty(client):
+    wid = register(client)
+    assert claim(client, wid).status_code == 204
+    run = create_run(client)
+    answer = claim(client, wid)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["run"]["id"] == run["id"] and body["attempt"] == 1
+    assert body["directive"]["action"] == "continue"
+    assert body["directive"]["stage"]["index"] == 1 and body["resume_checkpoint"] is None
+    assert client.get(f"{API}/runs/{run['id']}").json()["status"] == "running"
+    assert claim(client, wid).status_code == 204
+
+
+def test_claim_order_is_priority_then_age(client):
+    wid = register(client)
+    low = create_run(client, name="low")
+    high = create_run(client, name="high", priority=5)
+    assert claim(client, wid).json()["run"]["id"] == high["id"]
+    assert claim(client, wid).json()["run"]["id"] == low["id"]
+
+
+def test_curriculum_advances_on_threshold_after_min_epochs_and_completes(client):
+    wid = register(client)
+    run = create_run(client)
+    lease = claim(client, wid).json()["lease_token"]
+    first = epoch(client, run["id"], lease, 1, 1, 0.9).json()["directive"]
+    assert first["stage"]["index"] == 2 and first["action"] == "continue"  # min_epochs 1, threshold 0.5
+    again = epoch(client, run["id"], lease, 1, 1, 0.9)
+    assert again.status_code == 200 and again.json()["epoch"] == 1  # idempotent
+    done = epoch(client, run["id"], lease, 2, 2, 0.95).json()["directive"]
+    assert done["action"] == "complete"
+    stages = client.get(f"{API}/runs/{run['id']}/stages").json()
+    assert [(t["from_stage"], t["to_stage"], t["reason"]) for t in stages["transitions"]] == [
+        (None, 1, "start"), (1, 2, "threshold"), (2, 2, "completed")]
+    assert stages["transitions"][1]["metrics"]["value"] == 0.9
+    epochs = client.get(f"{API}/runs/{run['id']}/epochs").json()["items"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    fin = client.post(f"{API}/runs/{run['id']}/finish", json={"lease_token": lease, "status": "completed"})
+    assert fin.status_code == 200 and fin.json()["run"]["status"] == "completed"
+
+
+def test_overrides_reach_the_worker_and_are_acknowledged_with_the_step(client):
+    wid = register(client)
+    run = create_run(client)
+    lease = claim(client, wid).json()["lease_token"]
+    event_id = client.post(f"{API}/runs/{run['id']}/lr", json={"scale": 0.5}).json()["event_id"]
+    beat = client.post(f"{API}/runs/{run['id']}/heartbeat", json={
+        "lease_token": lease, "epoch": 0, "step": 3, "scalars": [{"step": 3, "loss": 2.5}]}).json()
+    assert beat["directive"]["lr"]["override_scale"] == 0.5 and beat["directive"]["event_ids"] == [event_id]
+    client.post(f"{API}/runs/{run['id']}/heartbeat", json={
+        "lease_token": lease, "epoch": 0, "step": 4, "applied": [{"id": event_id, "step": 4}]})
+    event = [e for e in client.get(f"{API}/runs/{run['id']}/events").json()["items"] if e["id"] == event_id][0]
+    assert event["applied_step"] == 4 and event["applied_at"] is not None
+    steps = client.get(f"{API}/runs/{run['id']}/steps").json()["items"]
+    assert steps == [{"step": 3, "loss": 2.5}]
+
+
+def test_pause_and_stop_directives_and_release(client):
+    wid = register(client)
+    run = create_run(client)
+    lease = claim(client, wid).json()["lease_token"]
+    client.post(f"{API}/runs/{run['id']}/pause")
+    beat = client.post(f"{API}/runs/{run['id']}/heartbeat", json={"lease_token": lease, "epoch": 0, "step": 1})
+    assert beat.json()["directive"]["action"] == "pause"
+    client.post(f"{API}/runs/{run['id']}/finish", json={"lease_token": lease, "status": "paused"})
+    assert client.get(f"{API}/runs/{run['id']}").json()["status"] == "paused"
+    client.post(f"{API}/runs/{run['id']}/resume")
+    second = claim(client, wid).json()
+    assert second["attempt"] == 2
+    client.post(f"{API}/runs/{run['id']}/stop")
+    beat = client.post(f"{API}/runs/{run['id']}/heartbeat",
+                       json={"lease_token": second["lease_token"], "epoch": 0, "step": 1})
+    assert beat.json()["directive"]["action"] == "stop"
+
+
+def test_stale_lease_is_fenced_with_409(client, app):
+    wid = register(client)
+    run = create_run(client)
+    old = claim(client, wid).json()["lease_token"]
+    _expire(app, run["id"])
+    new = claim(client, register(client, "w2")).json()
+    assert new["attempt"] == 2
+    for path, body in [("heartbeat", {"epoch": 0, "step": 1}), ("finish", {"status": "completed"}),
+                       ("epochs", {"epoch": 1, "stage": 1, "step": 2, "metrics": {}})]:
+        answer = client.post(f"{API}/runs/{run['id']}/{path}", json={"lease_token": old, **body})
+        assert answer.status_code == 409, path
+        assert answer.json()["error"]["code"] == "stale_lease"
+
+
+def test_checkpoint_retention_keeps_last_and_best(client):
+    recipe = {**TINY_RECIPE, "checkpoint": {"keep_last": 1, "keep_best": 1, "best_metric": "val_cer"}}
+    wid = register(client)
+    run = create_run(client, recipe=recipe)
+    lease = claim(client, wid).json()["lease_token"]
+    ids, deleted = [], []
+    for n, cer in enumerate([0.5, 0.2, 0.4, 0.3], start=1):
+        answer = client.post(f"{API}/runs/{run['id']}/checkpoints", json={
+            "lease_token": lease, "uri": f"file:///tmp/c{n}.pt", "epoch": n, "step": n * 2, "stage": 1,
+            "sha256": hashlib.sha256(str(n).encode()).hexdigest(), "size": 10, "metrics": {"val_cer": cer}})
+        assert answer.status_code == 201
+        ids.append(answer.json()["checkpoint_id"])
+        deleted += answer.json()["delete"]
+    assert sorted(deleted) == [ids[0], ids[2]]
+    listed = {c["id"]: c["kept"] for c in client.get(f"{API}/runs/{run['id']}/checkpoints").json()}
+    assert listed == {ids[0]: False, ids[1]: True, ids[2]: False, ids[3]: True}
+
+
+def test_resume_supersedes_reports_after_the_checkpoint(client, app):
+    wid = register(client)
+    run = create_run(client, recipe={**TINY_RECIPE, "training": {"max_epochs": 20}})
+    lease = claim(client, wid).json()["lease_token"]
+    epoch(client, run["id"], lease, 1, 1, 0.1)
+    client.post(f"{API}/runs/{run['id']}/checkpoints", json={
+        "lease_token": lease, "uri": "file:///tmp/x.pt", "epoch": 1, "step": 2, "stage": 1,
+        "sha256": "0" * 64, "size": 1})
+    epoch(client, run["id"], lease, 2, 1, 0.2)
+    _expire(app, run["id"])
+    again = claim(client, wid).json()
+    assert again["resume_checkpoint"]["epoch"] == 1
+    assert [e["epoch"] for e in client.get(f"{API}/runs/{run['id']}/epochs").json()["items"]] == [1]
+    epoch(client, run["id"], again["lease_token"], 2, 1, 0.25)
+    epochs = client.get(f"{API}/runs/{run['id']}/epochs").json()["items"]
+    assert [(e["epoch"], e["attempt"]) for e in epochs] == [(1, 1), (2, 2)]
+
+
+def test_reaper_requeues_then_fails_past_max_restarts(client, app):
+    wid = register(client)
+    run = create_run(client, max_restarts=1)
+    claim(client, wid)
+    assert _expire(app, run["id"]) == "queued"
+    claim(client, wid)
+    assert _expire(app, run["id"]) == "failed"
+    body = client.get(f"{API}/runs/{run['id']}").json()
+    assert "max_restarts" in body["error"]
+    kinds = [e["kind"] for e in client.get(f"{API}/runs/{run['id']}/events").json()["items"]]
+    assert kinds.count("lease_expired") == 2
+
+
+def test_worker_protocol_needs_worker_rights(client, app):
+    from server import auth
+
+    with app.state.sessionmaker() as db, db.begin():
+        _, viewer = auth.create_token(db, "v", "viewer")
+        _, operator = auth.create_token(db, "o", "operator")
+    for token in (viewer, operator):
+        answer = client.post(f"{API}/workers", json={"name": "x"}, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 403
+
+
+def _expire(app, run_id: int) -> str:
+    with app.state.write_sessionmaker() as db, db.begin():
+        from server.models import Run
+        run = db.get(Run, run_id)
+        run.lease_expires_at = utcnow() - dt.timedelta(seconds=1)
+    with app.state.write_sessionmaker() as db, db.begin():
+        leases.reap(db, utcnow(), stop_deadline_seconds=60)
+    with app.state.sessionmaker() as db:
+        return db.get(Run, run_id).status
