@@ -117,11 +117,37 @@ def server(host: Host = None, port: Port = None) -> None:
 
 
 @app.command()
-def up(host: Host = None, port: Port = None) -> None:
-    """One machine: migrate, then serve the API on SQLite (or SALA_DATABASE_URL)."""
+def up(host: Host = None, port: Port = None,
+       workers: Annotated[int, typer.Option(min=0, max=64, help="Worker processes to start.")] = 1) -> None:
+    """One machine: migrate, serve the API and run N workers. Ctrl-C checkpoints and re-queues
+    running runs, then stops the workers and the server."""
+    from server.supervisor import run_stack
+
     settings = _settings(host, port)
     _prepare(settings)
-    _serve(settings)
+    raise typer.Exit(run_stack(settings, workers))
+
+
+@app.command()
+def worker(
+    server_url: Annotated[str, typer.Option("--server", envvar="SALA_SERVER", help="Server base URL.")]
+    = "http://127.0.0.1:8000",
+    token: Annotated[str | None, typer.Option(envvar="SALA_TOKEN", help="A worker-role token.")] = None,
+    name: Annotated[str | None, typer.Option(help="Worker name (default: host name and pid).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: recipe's choice).")] = None,
+    artifacts: Annotated[str | None, typer.Option(help="Checkpoint store URL (default: the server's).")] = None,
+    once: Annotated[bool, typer.Option(help="Exit after one run.")] = False,
+) -> None:
+    """Claim runs from a server and train them, until stopped (Ctrl-C re-queues the current run)."""
+    import platform
+
+    from worker.agent import Agent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    agent = Agent(server_url, token, name or f"{platform.node()}-{os.getpid()}", artifacts_url=artifacts,
+                  device=device, once=once)
+    agent.install_signal_handlers()
+    agent.run_forever()
 
 
 def _prepare(settings) -> None:

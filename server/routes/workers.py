@@ -22,7 +22,7 @@ def register_worker(body: WorkerRegister, request: Request, db: DB, who: WorkerA
                              version=body.version, token_id=who.token_id)
     settings = request.app.state.settings
     return {"worker_id": worker.id, "heartbeat_s": settings.heartbeat_seconds,
-            "lease_s": settings.lease_seconds}
+            "lease_s": settings.lease_seconds, "artifacts_url": settings.artifacts_url}
 
 
 @router.post("/workers/{worker_id}/claim", responses={204: {"description": "nothing queued"}})

@@ -1,0 +1,99 @@
+"""`sala up`: the server and N workers as child processes of one supervisor, so that Ctrl-C
+stops them in the right order: workers first (they checkpoint and re-queue their runs while
+the server can still hear them), then the server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from server.settings import Settings
+
+log = logging.getLogger("sala.up")
+WORKER_GRACE_S = 120
+SERVER_GRACE_S = 15
+
+
+def run_stack(settings: Settings, workers: int) -> int:
+    env = {**os.environ, "SALA_DATABASE_URL": settings.database_url, "SALA_HOST": settings.host,
+           "SALA_PORT": str(settings.port), "PYTHONUNBUFFERED": "1"}
+    server = _spawn([sys.executable, "-m", "server.cli", "server"], env)
+    base = f"http://{_connect_host(settings.host)}:{settings.port}"
+    stopping = False
+
+    def request_stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    if not _wait_ready(base, server):
+        return server.wait() or 1
+    token = _worker_token(settings)
+    worker_env = {**env, **({"SALA_TOKEN": token} if token else {})}
+    children = [_spawn([sys.executable, "-m", "server.cli", "worker", "--server", base,
+                        "--name", f"local-{i + 1}"], worker_env) for i in range(workers)]
+    log.info("sala up: API on %s, %d worker(s); Ctrl-C to stop", base, workers)
+    print(f"Sala is up: {base}  (dashboard /, API docs /docs). Ctrl-C stops it.", flush=True)
+    while not stopping and server.poll() is None:
+        time.sleep(0.5)
+    print("stopping: checkpointing and re-queuing running runs…", flush=True)
+    _terminate(children, WORKER_GRACE_S)
+    _terminate([server], SERVER_GRACE_S)
+    return 0
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(argv, env=env, start_new_session=True)
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+
+
+def _wait_ready(base: str, server: subprocess.Popen, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    log.error("server did not become ready")
+    return False
+
+
+def _worker_token(settings: Settings) -> str | None:
+    """With auth on, local workers get a worker token of their own (shown nowhere)."""
+    from server import auth
+    from server.db import make_engine, make_sessionmaker
+
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as db, db.begin():
+            if auth.active_token_count(db) == 0:
+                return None
+            _, token = auth.create_token(db, f"sala-up-{os.getpid()}", "worker")
+            return token
+    finally:
+        engine.dispose()
+
+
+def _terminate(procs: list[subprocess.Popen], grace: float) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

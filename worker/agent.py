@@ -1,0 +1,205 @@
+"""`sala worker`: register, claim a run, train it through an HttpController, report, repeat.
+
+The trainer runs in this thread; a heartbeat thread renews the lease every second or two,
+carries step scalars and acknowledgements, and brings back the latest directive, which the
+trainer reads between optimizer steps (so a `curl` override is applied within seconds)."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import signal
+import threading
+import traceback
+from dataclasses import asdict
+from typing import Any
+
+from worker.client import LeaseLost, SalaClient
+from worker.controller import Directive, EpochSummary, SavedCheckpoint
+
+log = logging.getLogger("sala.worker")
+VERSION = "0.1.0"
+
+
+class HttpController:
+    """The Controller protocol over HTTP for one claimed run."""
+
+    def __init__(self, client: SalaClient, run_id: int, lease_token: str, directive: Directive,
+                 heartbeat_s: float, shutdown: threading.Event):
+        self.client, self.run_id, self.lease = client, run_id, lease_token
+        self.heartbeat_s = heartbeat_s
+        self._directive = directive
+        self._shutdown = shutdown
+        self._lock = threading.Lock()
+        self._scalars: list[dict[str, Any]] = []
+        self._acks: dict[int, int] = {}
+        self._progress = (0, 0)
+        self._lr_schedule: float | None = None
+        self._lost: LeaseLost | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat_forever, name=f"heartbeat-{run_id}", daemon=True)
+        self._thread.start()
+
+    # -- Controller protocol --------------------------------------------------------------------
+    def poll(self, step: int, epoch: int) -> Directive:
+        if self._lost is not None:
+            raise self._lost
+        with self._lock:
+            self._progress = (epoch, step)
+            directive = self._directive
+        if self._shutdown.is_set() and directive.action == "continue":
+            return Directive(**{**asdict(directive), "action": "pause"})  # checkpoint, then release
+        return directive
+
+    def log_step(self, step: int, scalars: dict[str, float]) -> None:
+        with self._lock:
+            self._scalars.append({"step": step, **{k: _finite(v) for k, v in scalars.items()}})
+            self._progress = (self._progress[0], step)
+            if "lr_schedule" in scalars:
+                self._lr_schedule = float(scalars["lr_schedule"])
+
+    def acknowledge(self, event_ids: tuple[int, ...], step: int) -> None:
+        with self._lock:
+            for event_id in event_ids:
+                self._acks.setdefault(int(event_id), step)
+
+    def report_epoch(self, summary: EpochSummary) -> Directive:
+        self.beat()  # scalars and acknowledgements first, so the epoch sees them applied
+        body = {"lease_token": self.lease, "epoch": summary.epoch, "stage": summary.stage + 1,
+                "step": summary.step, "metrics": {k: _finite(v) for k, v in summary.metrics.items()},
+                "lr": summary.lr, "duration_s": summary.duration_s, "samples_per_s": summary.samples_per_s}
+        answer = self.client.call("POST", f"/runs/{self.run_id}/epochs", body)
+        return self._adopt(answer["directive"])
+
+    def report_checkpoint(self, saved: SavedCheckpoint) -> list[str]:
+        body = {"lease_token": self.lease, **asdict(saved), "stage": saved.stage + 1}
+        answer = self.client.call("POST", f"/runs/{self.run_id}/checkpoints", body)
+        return list(answer.get("delete_uris", []))
+
+    def alert(self, kind: str, detail: dict[str, Any]) -> None:
+        log.warning("run %s: %s %s", self.run_id, kind, detail)
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.close()
+        self.beat()
+        self.client.call("POST", f"/runs/{self.run_id}/finish",
+                         {"lease_token": self.lease, "status": status, "error": error})
+
+    # -- heartbeats -----------------------------------------------------------------------------
+    def beat(self) -> None:
+        with self._lock:
+            scalars, self._scalars = self._scalars, []
+            acks, self._acks = self._acks, {}
+            (epoch, step), lr_schedule = self._progress, self._lr_schedule
+        body = {"lease_token": self.lease, "epoch": epoch, "step": step, "lr_schedule": lr_schedule,
+                "scalars": scalars[-2000:], "applied": [{"id": i, "step": s} for i, s in acks.items()]}
+        try:
+            answer = self.client.call("POST", f"/runs/{self.run_id}/heartbeat", body)
+        except LeaseLost as lost:
+            self._lost = lost
+            raise
+        except BaseException:
+            with self._lock:  # not delivered: keep them for the next beat, in order
+                self._scalars[:0] = scalars
+                for i, s in acks.items():
+                    self._acks.setdefault(i, s)
+            raise
+        self._adopt(answer["directive"])
+
+    def _adopt(self, body: dict[str, Any]) -> Directive:
+        directive = Directive.from_api(body)
+        with self._lock:
+            self._directive = directive
+        return directive
+
+    def _beat_forever(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                self.beat()
+            except LeaseLost as lost:
+                log.error("run %s: lease lost (%s); abandoning it", self.run_id, lost)
+                return
+            except Exception:
+                log.warning("heartbeat for run %s failed; will retry", self.run_id, exc_info=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    return value
+
+
+class Agent:
+    def __init__(self, server: str, token: str | None, name: str, *, artifacts_url: str | None = None,
+                 device: str | None = None, claim_wait_s: float = 10.0, once: bool = False):
+        self.client = SalaClient(server, token, timeout=max(60.0, claim_wait_s + 30))
+        self.name, self.device, self.claim_wait_s, self.once = name, device, claim_wait_s, once
+        self.artifacts_url = artifacts_url
+        self.shutdown = threading.Event()
+
+    def install_signal_handlers(self) -> None:
+        def ask_to_stop(signum, _frame):
+            if self.shutdown.is_set():
+                raise KeyboardInterrupt
+            log.warning("signal %s: checkpointing the current run and releasing it", signum)
+            self.shutdown.set()
+        signal.signal(signal.SIGINT, ask_to_stop)
+        signal.signal(signal.SIGTERM, ask_to_stop)
+
+    def run_forever(self) -> None:
+        info = self.client.call("POST", "/workers", {"name": self.name, "host": platform.node(),
+                                                    "devices": _devices(), "version": VERSION})
+        self.worker_id, self.heartbeat_s = info["worker_id"], info["heartbeat_s"]
+        self.artifacts_url = self.artifacts_url or info.get("artifacts_url")
+        log.info("worker %s registered as %s", self.name, self.worker_id)
+        while not self.shutdown.is_set():
+            claim = self.client.call("POST", f"/workers/{self.worker_id}/claim", {"wait_s": self.claim_wait_s})
+            if claim is None:
+                continue
+            self.train(claim)
+            if self.once:
+                return
+
+    def train(self, claim: dict[str, Any]) -> str | None:
+        from worker.recipe import Recipe
+        from worker.trainer import Trainer
+
+        run_id = claim["run"]["id"]
+        controller = HttpController(self.client, run_id, claim["lease_token"],
+                                    Directive.from_api(claim["directive"]), self.heartbeat_s, self.shutdown)
+        log.info("run %s attempt %s: training (resume from %s)", run_id, claim["attempt"],
+                 (claim.get("resume_checkpoint") or {}).get("uri"))
+        try:
+            trainer = Trainer(Recipe.model_validate(claim["recipe"]), controller,
+                              artifacts_url=f"{self.artifacts_url.rstrip('/')}/run-{run_id}",
+                              device=self.device)
+            status = trainer.run(resume=claim.get("resume_checkpoint"))
+        except LeaseLost as lost:
+            controller.close()
+            log.error("run %s: %s; stopped touching it", run_id, lost)
+            return None
+        except Exception as exc:
+            log.exception("run %s failed", run_id)
+            controller.finish("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}")
+            return "failed"
+        if status == "paused" and self.shutdown.is_set():
+            status = "queued"
+        controller.finish(status)
+        log.info("run %s: %s", run_id, status)
+        return status
+
+
+def _devices() -> list[str]:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # torch missing or broken: report CPU only
+        pass
+    return ["cpu"]
