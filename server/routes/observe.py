@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from server import events, runs
 from server.deps import DB, Reader
@@ -80,3 +80,38 @@ def list_workers(db: DB, _: Reader) -> list[dict]:
     rows = db.scalars(select(Worker).order_by(Worker.id))
     return [{"id": w.id, "name": w.name, "host": w.host, "devices": w.devices, "version": w.version,
              "registered_at": w.registered_at, "last_seen_at": w.last_seen_at} for w in rows]
+
+
+@router.get("/events/stream")
+async def event_stream(request: Request, _: Reader,
+                       after: Annotated[int | None, Query(ge=0)] = None) -> StreamingResponse:
+    """Server-sent events for every run change: one `event` per audit-log row, polled from the
+    database so it works the same with any number of server processes."""
+    from fastapi.concurrency import run_in_threadpool
+
+    import anyio
+
+    from server.models import ControlEvent
+
+    def fetch(cursor: int | None) -> list[ControlEvent]:
+        with request.app.state.sessionmaker() as db:
+            if cursor is None:
+                return [ControlEvent(id=db.scalar(select(func.max(ControlEvent.id))) or 0)]
+            return list(db.scalars(select(ControlEvent).where(ControlEvent.id > cursor)
+                                   .order_by(ControlEvent.id).limit(500)))
+
+    async def stream():
+        cursor = after
+        yield ": sala event stream\n\n"
+        while not await request.is_disconnected():
+            rows = await run_in_threadpool(fetch, cursor)
+            if cursor is None:
+                cursor = rows[0].id
+                continue
+            for row in rows:
+                cursor = row.id
+                yield f"id: {row.id}\nevent: {row.kind}\ndata: {event_out(row).model_dump_json()}\n\n"
+            await anyio.sleep(0.5)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

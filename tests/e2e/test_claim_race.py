@@ -1,0 +1,60 @@
+"""Four workers racing over fifty queued runs against a live server claim each run exactly once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.live import live_server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server_env(request, tmp_path):
+    if request.param == "sqlite":
+        yield {}
+        return
+    url = create_pg_database()
+    yield {"SALA_DATABASE_URL": url}
+    drop_pg_database(url)
+
+
+def test_fifty_runs_four_workers_each_claimed_once(tmp_path, server_env):
+    with live_server(tmp_path, server_env) as server:
+        with httpx.Client(base_url=server.api, timeout=30) as http:
+            created = [http.post("/runs", json={"name": f"r{i}"}).json()["id"] for i in range(50)]
+
+        def drain(n: int) -> list[int]:
+            with httpx.Client(base_url=server.api, timeout=30) as http:
+                worker = http.post("/workers", json={"name": f"w{n}"}).json()["worker_id"]
+                claimed = []
+                while (answer := http.post(f"/workers/{worker}/claim", json={"wait_s": 0})).status_code == 200:
+                    claimed.append(answer.json()["run"]["id"])
+                assert answer.status_code == 204, answer.text
+                return claimed
+
+        with ThreadPoolExecutor(4) as pool:
+            per_worker = list(pool.map(drain, range(4)))
+    counts = Counter(run for runs in per_worker for run in runs)
+    assert sorted(counts) == sorted(created)
+    assert set(counts.values()) == {1}
+    assert sum(1 for runs in per_worker if runs) >= 2  # they really raced
+
+
+def test_long_poll_claim_returns_soon_after_a_run_is_created(tmp_path):
+    import threading
+    import time
+
+    with live_server(tmp_path) as server, httpx.Client(base_url=server.api, timeout=30) as http:
+        worker = http.post("/workers", json={"name": "w"}).json()["worker_id"]
+        timer = threading.Timer(1.0, lambda: httpx.post(f"{server.api}/runs", json={"name": "late"}))
+        started = time.monotonic()
+        timer.start()
+        answer = http.post(f"/workers/{worker}/claim", json={"wait_s": 10})
+        waited = time.monotonic() - started
+        timer.join()
+    assert answer.status_code == 200 and answer.json()["run"]["name"] == "late"
+    assert 0.9 < waited < 3.0
