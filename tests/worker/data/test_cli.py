@@ -1,0 +1,26 @@
+import json
+
+from typer.testing import CliRunner
+
+from worker.data.cli import app
+from worker.data.real import scan_folder
+
+runner = CliRunner()
+
+
+def test_preview_writes_a_dataset_that_stats_reads_back(tmp_path):
+    result = runner.invoke(app, ["preview", "--stage", "3", "--count", "6", "--out", str(tmp_path), "--seed", "2",
+                                 "--height", "24"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 6 and all((tmp_path / r["image"]).is_file() for r in rows)
+    report = scan_folder(tmp_path)
+    assert len(report.rows) == 6 and not report.bad and {r.level for r in report.rows} == {3}
+    result = runner.invoke(app, ["stats", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "6 good rows, 0 bad" in result.output and "complex" in result.output
+
+
+def test_preview_takes_content_names_and_refuses_unknown_stages(tmp_path):
+    assert runner.invoke(app, ["preview", "--stage", "words", "--count", "2", "--out", str(tmp_path)]).exit_code == 0
+    assert runner.invoke(app, ["preview", "--stage", "9", "--count", "2", "--out", str(tmp_path)]).exit_code != 0

@@ -1,0 +1,131 @@
+"""Real data: a folder of line images plus ``labels.jsonl``.
+
+Each line of ``labels.jsonl`` is ``{"image": "x.png", "text": "..."}`` with the
+image path relative to the folder. Labels are normalised like every synthetic
+label, and each row gets the curriculum level of its text. A bad row (not
+JSON, missing keys, missing or unreadable image, empty label, label with no
+Khmer or with characters outside the charset) is logged with its line number,
+recorded in the `DataReport`, and skipped; scanning never raises on a row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from worker.khmer import in_charset, level_of, normalize
+from worker.khmer.charset import is_khmer
+
+log = logging.getLogger(__name__)
+LABELS = "labels.jsonl"
+
+
+@dataclass(frozen=True)
+class RealRow:
+    image: Path
+    text: str
+    level: int
+    line: int
+
+
+@dataclass(frozen=True)
+class BadRow:
+    line: int
+    image: str | None
+    reason: str
+
+
+@dataclass
+class DataReport:
+    folder: Path
+    rows: list[RealRow] = field(default_factory=list)
+    bad: list[BadRow] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"{self.folder}: {len(self.rows)} good rows, {len(self.bad)} bad"]
+        lines += [f"  line {b.line}: {b.reason} ({b.image})" for b in self.bad]
+        return "\n".join(lines)
+
+
+def scan_folder(folder: str | Path) -> DataReport:
+    """Read and check every row of ``folder/labels.jsonl``; never raises for a bad row."""
+    folder = Path(folder)
+    report = DataReport(folder)
+    labels = folder / LABELS
+    if not labels.is_file():
+        report.bad.append(BadRow(0, None, f"no {LABELS} in {folder}"))
+    else:
+        with labels.open(encoding="utf-8", errors="replace") as f:
+            for number, raw in enumerate(f, start=1):
+                if raw.strip():
+                    _check_row(folder, number, raw, report)
+    for bad in report.bad:
+        log.warning("%s line %d: %s (%s); skipped", labels, bad.line, bad.reason, bad.image)
+    return report
+
+
+def _check_row(folder: Path, number: int, raw: str, report: DataReport) -> None:
+    try:
+        row = json.loads(raw)
+        name, text = row["image"], row["text"]
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        report.bad.append(BadRow(number, None, 'not a JSON object with string "image" and "text"'))
+        return
+    reason = _label_problem(normalize(text)) or _image_problem(folder / name)
+    if reason:
+        report.bad.append(BadRow(number, name, reason))
+    else:
+        text = normalize(text)
+        report.rows.append(RealRow(folder / name, text, level_of(text), number))
+
+
+def _label_problem(text: str) -> str | None:
+    if not text:
+        return "empty label"
+    if not any(is_khmer(ch) for ch in text):
+        return "label has no Khmer"
+    if not in_charset(text):
+        return "label has characters outside the charset: " + "".join(sorted({c for c in text if not in_charset(c)}))
+    return None
+
+
+def _image_problem(path: Path) -> str | None:
+    if not path.is_file():
+        return "image file missing"
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as exc:  # Pillow raises many types for a broken file
+        return f"unreadable image: {exc.__class__.__name__}"
+    return None
+
+
+def is_validation(row: RealRow, percent: int) -> bool:
+    """A stable split: the same rows are held out in every run."""
+    return zlib.crc32(row.image.name.encode()) % 100 < percent
+
+
+def load_line_image(path: Path, height: int, width_bucket: int, max_width: int = 2048) -> Image.Image:
+    """Grey line image scaled to ``height``, ink bright on dark (dark-on-light files are inverted)."""
+    with Image.open(path) as im:
+        image = im.convert("L")
+    a = np.asarray(image)
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    if np.median(border) > 127:
+        image = Image.fromarray(255 - a)
+    w, h = image.size
+    width = min(max_width, max(1, round(w * height / h)))
+    image = image.resize((width, height), Image.Resampling.BILINEAR)
+    padded = max(width_bucket, math.ceil(width / width_bucket) * width_bucket)
+    out = Image.new("L", (padded, height), 0)
+    out.paste(image, (0, 0))
+    return out
