@@ -199,8 +199,9 @@ def set_stage(db: Session, run: Run, actor: str, to: str | int, reason: str | No
     index = resolve_stage(run, to)
     if index == run.stage_index:
         raise Conflict(f"run is already in stage {index + 1} ({stage_name(run, index)})")
+    reason_code = "rollback" if index < run.stage_index else "manual"
     db.add(StageTransition(run_id=run.id, from_stage=run.stage_index, to_stage=index, epoch=run.epoch,
-                           reason="manual", actor=actor, metrics=dict(run.latest_metrics or {})))
+                           reason=reason_code, actor=actor, metrics=dict(run.latest_metrics or {})))
     previous = run.stage_index
     run.stage_index = index
     return events.record(db, run.id, kind, actor, needs_worker=_worker_holds(run),

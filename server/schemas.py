@@ -5,12 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=50, strip_whitespace=True,
                                        pattern=r"^[^,]+$")]
 Reason = Annotated[str, StringConstraints(max_length=500)]
+MAX_ID = 2**31 - 1  # ids are 32-bit INTEGER columns on PostgreSQL
+DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
+Epoch = Annotated[int, Field(ge=0, le=MAX_ID)]
+Step = Annotated[int, Field(ge=0, le=2**62)]
 
 
 class Request(BaseModel):
@@ -32,14 +36,26 @@ class ReasonBody(Request):
 
 
 class ForkBody(Request):
-    checkpoint_id: int | None = Field(None, ge=1)
+    checkpoint_id: DbId | None = None
     recipe_patch: dict[str, Any] | None = None
     name: Name | None = None
 
 
 class StageJump(Request):
-    to: Annotated[str, StringConstraints(min_length=1, max_length=100)] | int
+    to: str | int = Field(description="A stage name, or its number counted from 1.")
     reason: Reason | None = None
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _name_or_number(cls, value: Any) -> str | int:
+        """One clear error at `to` (a plain union would report one per member, and read `true` as 1)."""
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError("must be a stage name or a stage number")
+        if isinstance(value, str) and not 1 <= len(value) <= 100:
+            raise ValueError("a stage name has 1 to 100 characters")
+        if isinstance(value, int) and not 1 <= value <= 1000:
+            raise ValueError("a stage number counts from 1")
+        return value
 
 
 class StageHold(Request):
@@ -216,14 +232,14 @@ class ClaimBody(Request):
 
 
 class AppliedEvent(Request):
-    id: int
-    step: int = Field(ge=0)
+    id: DbId
+    step: Step
 
 
 class HeartbeatBody(Request):
     lease_token: LeaseToken
-    epoch: int = Field(ge=0)
-    step: int = Field(ge=0)
+    epoch: Epoch
+    step: Step
     lr_schedule: float | None = Field(None, ge=0)
     scalars: list[dict[str, float | int | None]] = Field(default_factory=list, max_length=2000)
     applied: list[AppliedEvent] = Field(default_factory=list, max_length=1000)
@@ -231,9 +247,9 @@ class HeartbeatBody(Request):
 
 class EpochBody(Request):
     lease_token: LeaseToken
-    epoch: int = Field(ge=1)
-    stage: int = Field(ge=1, description="1-based stage index the epoch trained in.")
-    step: int = Field(ge=0)
+    epoch: Annotated[int, Field(ge=1, le=MAX_ID)]
+    stage: int = Field(ge=1, le=1000, description="1-based stage index the epoch trained in.")
+    step: Step
     metrics: MetricMap
     lr: dict[str, float | None | dict[str, float]] = Field(default_factory=dict)
     duration_s: float | None = Field(None, ge=0)
@@ -244,11 +260,11 @@ class EpochBody(Request):
 class CheckpointBody(Request):
     lease_token: LeaseToken
     uri: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-    epoch: int = Field(ge=0)
-    step: int = Field(ge=0)
-    stage: int = Field(ge=1)
+    epoch: Epoch
+    step: Step
+    stage: int = Field(ge=1, le=1000)
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-    size: int = Field(ge=0)
+    size: Step
     metrics: MetricMap = Field(default_factory=dict)
 
 

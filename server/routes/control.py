@@ -6,14 +6,14 @@ from fastapi import APIRouter
 
 from server import runs
 from server.deps import DB, Operator, Reader
-from server.schemas import Accepted, LrOut, LrOverride, ReasonBody, StageHold, StageJump, StageRef, StagesOut
+from server.schemas import DbId, Accepted, LrOut, LrOverride, ReasonBody, StageHold, StageJump, StageRef, StagesOut
 from server.views import event_out, run_out, transition_out
 
 router = APIRouter(prefix="/runs/{run_id}", tags=["control"])
 
 
 @router.get("/stages", response_model=StagesOut)
-def get_stages(run_id: int, db: DB, _: Reader) -> StagesOut:
+def get_stages(run_id: DbId, db: DB, _: Reader) -> StagesOut:
     run = runs.get_run(db, run_id)
     return StagesOut(
         stages=[{"index": i + 1, **spec} for i, spec in enumerate(runs.stages_of(run))],
@@ -25,35 +25,35 @@ def get_stages(run_id: int, db: DB, _: Reader) -> StagesOut:
 
 
 @router.post("/stage", status_code=202, response_model=Accepted)
-def jump_stage(run_id: int, body: StageJump, db: DB, who: Operator) -> Accepted:
+def jump_stage(run_id: DbId, body: StageJump, db: DB, who: Operator) -> Accepted:
     run = runs.get_run(db, run_id, for_update=True)
     event = runs.set_stage(db, run, who.actor, body.to, body.reason)
     return Accepted(event_id=event.id, run=run_out(run))
 
 
 @router.post("/stage/advance", status_code=202, response_model=Accepted)
-def advance_stage(run_id: int, db: DB, who: Operator, body: ReasonBody | None = None) -> Accepted:
+def advance_stage(run_id: DbId, db: DB, who: Operator, body: ReasonBody | None = None) -> Accepted:
     run = runs.get_run(db, run_id, for_update=True)
     event = runs.advance_stage(db, run, who.actor, body.reason if body else None)
     return Accepted(event_id=event.id, run=run_out(run))
 
 
 @router.post("/stage/hold", response_model=Accepted)
-def hold_stage(run_id: int, body: StageHold, db: DB, who: Operator) -> Accepted:
+def hold_stage(run_id: DbId, body: StageHold, db: DB, who: Operator) -> Accepted:
     run = runs.get_run(db, run_id, for_update=True)
     event = runs.hold_stage(db, run, who.actor, body.hold)
     return Accepted(event_id=event.id, run=run_out(run))
 
 
 @router.get("/lr", response_model=LrOut)
-def get_lr(run_id: int, db: DB, _: Reader) -> LrOut:
+def get_lr(run_id: DbId, db: DB, _: Reader) -> LrOut:
     run = runs.get_run(db, run_id)
     return LrOut(**runs.lr_parts(run), base_lr=run.base_lr,
                  history=[event_out(e) for e in runs.lr_history(db, run)])
 
 
 @router.post("/lr", status_code=202, response_model=Accepted)
-def override_lr(run_id: int, body: LrOverride, db: DB, who: Operator) -> Accepted:
+def override_lr(run_id: DbId, body: LrOverride, db: DB, who: Operator) -> Accepted:
     run = runs.get_run(db, run_id, for_update=True)
     event = runs.set_lr(db, run, who.actor, lr=body.lr, scale=body.scale, clear=body.clear,
                         reason=body.reason)
@@ -61,7 +61,7 @@ def override_lr(run_id: int, body: LrOverride, db: DB, who: Operator) -> Accepte
 
 
 @router.post("/checkpoint", status_code=202, response_model=Accepted)
-def checkpoint_now(run_id: int, db: DB, who: Operator) -> Accepted:
+def checkpoint_now(run_id: DbId, db: DB, who: Operator) -> Accepted:
     run = runs.get_run(db, run_id, for_update=True)
     event = runs.request_checkpoint(db, run, who.actor)
     return Accepted(event_id=event.id, run=run_out(run))

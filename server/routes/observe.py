@@ -12,7 +12,7 @@ from server import events, runs
 from server.deps import DB, Reader
 from server.errors import NotFound
 from server.models import Checkpoint, EpochReport, StepScalar, Worker
-from server.schemas import CheckpointOut, EventPage, Page
+from server.schemas import DbId, CheckpointOut, EventPage, Page
 from server.storage import stream_file
 from server.views import checkpoint_out, epoch_out, event_out
 
@@ -22,7 +22,7 @@ Limit = Annotated[int, Query(ge=1, le=5000)]
 
 
 @router.get("/runs/{run_id}/events", response_model=EventPage)
-def list_events(run_id: int, db: DB, _: Reader, after: Annotated[int, Query(ge=0)] = 0,
+def list_events(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
                 limit: Limit = 500) -> EventPage:
     runs.get_run(db, run_id)
     rows = events.list_events(db, run_id, after=after, limit=limit)
@@ -31,7 +31,7 @@ def list_events(run_id: int, db: DB, _: Reader, after: Annotated[int, Query(ge=0
 
 
 @router.get("/runs/{run_id}/epochs", response_model=Page)
-def list_epochs(run_id: int, db: DB, _: Reader, after: Annotated[int, Query(ge=-1)] = -1,
+def list_epochs(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=-1, le=2**31 - 1)] = -1,
                 limit: Limit = 1000) -> Page:
     run = runs.get_run(db, run_id)
     rows = list(db.scalars(select(EpochReport).where(
@@ -42,7 +42,7 @@ def list_epochs(run_id: int, db: DB, _: Reader, after: Annotated[int, Query(ge=-
 
 
 @router.get("/runs/{run_id}/steps", response_model=Page)
-def list_steps(run_id: int, db: DB, _: Reader, after: Annotated[int, Query(ge=-1)] = -1,
+def list_steps(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=-1, le=2**62)] = -1,
                max_points: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> Page:
     runs.get_run(db, run_id)
     rows = list(db.execute(select(StepScalar.step, StepScalar.values).where(
@@ -55,14 +55,14 @@ def list_steps(run_id: int, db: DB, _: Reader, after: Annotated[int, Query(ge=-1
 
 
 @router.get("/runs/{run_id}/checkpoints", response_model=list[CheckpointOut])
-def list_checkpoints(run_id: int, db: DB, _: Reader) -> list[CheckpointOut]:
+def list_checkpoints(run_id: DbId, db: DB, _: Reader) -> list[CheckpointOut]:
     runs.get_run(db, run_id)
     rows = db.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.id))
     return [checkpoint_out(r) for r in rows]
 
 
 @router.get("/runs/{run_id}/checkpoints/{checkpoint_id}/file")
-def download_checkpoint(run_id: int, checkpoint_id: int, request: Request, db: DB,
+def download_checkpoint(run_id: DbId, checkpoint_id: DbId, request: Request, db: DB,
                         _: Reader) -> StreamingResponse:
     row = db.get(Checkpoint, checkpoint_id)
     if row is None or row.run_id != run_id:
@@ -84,7 +84,7 @@ def list_workers(db: DB, _: Reader) -> list[dict]:
 
 @router.get("/events/stream")
 async def event_stream(request: Request, _: Reader,
-                       after: Annotated[int | None, Query(ge=0)] = None) -> StreamingResponse:
+                       after: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None) -> StreamingResponse:
     """Server-sent events for every run change: one `event` per audit-log row, polled from the
     database so it works the same with any number of server processes."""
     from fastapi.concurrency import run_in_threadpool

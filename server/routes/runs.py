@@ -9,7 +9,7 @@ from starlette.background import BackgroundTask
 
 from server import runs
 from server.deps import DB, Operator, Reader
-from server.schemas import Accepted, ForkBody, ReasonBody, RunCreate, RunOut, RunPage
+from server.schemas import DbId, Accepted, ForkBody, ReasonBody, RunCreate, RunOut, RunPage
 from server.storage import delete_files
 from server.views import run_out
 
@@ -34,33 +34,33 @@ def list_runs(db: DB, _: Reader, status: Annotated[str | None, Query(max_length=
 
 
 @router.get("/{run_id}", response_model=RunOut)
-def get_run(run_id: int, db: DB, _: Reader) -> RunOut:
+def get_run(run_id: DbId, db: DB, _: Reader) -> RunOut:
     return run_out(runs.get_run(db, run_id), with_recipe=True)
 
 
 @router.post("/{run_id}/stop", status_code=202, response_model=Accepted)
-def stop_run(run_id: int, db: DB, who: Operator, body: ReasonBody | None = None) -> Accepted:
+def stop_run(run_id: DbId, db: DB, who: Operator, body: ReasonBody | None = None) -> Accepted:
     run = runs.get_run(db, run_id, for_update=True)
     event = runs.stop(db, run, who.actor, body.reason if body else None)
     return Accepted(event_id=event.id, run=run_out(run))
 
 
 @router.post("/{run_id}/pause", status_code=202, response_model=Accepted)
-def pause_run(run_id: int, db: DB, who: Operator, body: ReasonBody | None = None) -> Accepted:
+def pause_run(run_id: DbId, db: DB, who: Operator, body: ReasonBody | None = None) -> Accepted:
     run = runs.get_run(db, run_id, for_update=True)
     event = runs.pause(db, run, who.actor, body.reason if body else None)
     return Accepted(event_id=event.id, run=run_out(run))
 
 
 @router.post("/{run_id}/resume", status_code=202, response_model=Accepted)
-def resume_run(run_id: int, db: DB, who: Operator) -> Accepted:
+def resume_run(run_id: DbId, db: DB, who: Operator) -> Accepted:
     run = runs.get_run(db, run_id, for_update=True)
     event = runs.resume(db, run, who.actor)
     return Accepted(event_id=event.id, run=run_out(run))
 
 
 @router.post("/{run_id}/fork", status_code=201, response_model=RunOut)
-def fork_run(run_id: int, db: DB, who: Operator, body: ForkBody | None = None) -> RunOut:
+def fork_run(run_id: DbId, db: DB, who: Operator, body: ForkBody | None = None) -> RunOut:
     body = body or ForkBody()
     parent = runs.get_run(db, run_id)
     child = runs.fork(db, parent, who.actor, checkpoint_id=body.checkpoint_id,
@@ -69,7 +69,7 @@ def fork_run(run_id: int, db: DB, who: Operator, body: ForkBody | None = None) -
 
 
 @router.delete("/{run_id}", status_code=204)
-def delete_run(run_id: int, db: DB, _: Operator) -> Response:
+def delete_run(run_id: DbId, db: DB, _: Operator) -> Response:
     run = runs.get_run(db, run_id, for_update=True)
     uris = runs.delete_run(db, run)
     # files go only after the rows are committed: the task runs once the response is sent

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from server import auth
 from server.deps import DB, Admin
 from server.models import ApiToken
-from server.schemas import TokenCreate, TokenCreated, TokenOut
+from server.schemas import DbId, TokenCreate, TokenCreated, TokenOut
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
@@ -26,5 +26,5 @@ def list_tokens(db: DB, _: Admin) -> list[TokenOut]:
 
 
 @router.delete("/{token_id}", response_model=TokenOut)
-def revoke_token(token_id: int, db: DB, _: Admin) -> TokenOut:
+def revoke_token(token_id: DbId, db: DB, _: Admin) -> TokenOut:
     return TokenOut.model_validate(auth.revoke_token(db, token_id), from_attributes=True)

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from server import leases, reports
 from server.deps import DB, WorkerAuth
 from server.directives import directive
-from server.schemas import CheckpointBody, ClaimBody, EpochBody, FinishBody, HeartbeatBody, WorkerRegister
+from server.schemas import DbId, CheckpointBody, ClaimBody, EpochBody, FinishBody, HeartbeatBody, WorkerRegister
 from server.views import checkpoint_out, run_out
 
 router = APIRouter(tags=["workers"])
@@ -26,7 +26,7 @@ def register_worker(body: WorkerRegister, request: Request, db: DB, who: WorkerA
 
 
 @router.post("/workers/{worker_id}/claim", responses={204: {"description": "nothing queued"}})
-async def claim_run(worker_id: int, request: Request, _: WorkerAuth, body: ClaimBody | None = None):
+async def claim_run(worker_id: DbId, request: Request, _: WorkerAuth, body: ClaimBody | None = None):
     """Long-poll without holding a transaction (or SQLite's write lock) while waiting."""
     wait_s = body.wait_s if body else 0.0
     deadline = anyio.current_time() + wait_s
@@ -37,7 +37,7 @@ async def claim_run(worker_id: int, request: Request, _: WorkerAuth, body: Claim
         await anyio.sleep(CLAIM_POLL_S)
 
 
-def _try_claim(app, worker_id: int) -> dict | None:
+def _try_claim(app, worker_id: DbId) -> dict | None:
     with app.state.write_sessionmaker() as db, db.begin():
         worker = leases.get_worker(db, worker_id)
         run = leases.claim(db, worker, app.state.settings.lease_seconds)
@@ -52,7 +52,7 @@ def _try_claim(app, worker_id: int) -> dict | None:
 
 
 @router.post("/runs/{run_id}/heartbeat")
-def heartbeat(run_id: int, body: HeartbeatBody, request: Request, db: DB, _: WorkerAuth) -> dict:
+def heartbeat(run_id: DbId, body: HeartbeatBody, request: Request, db: DB, _: WorkerAuth) -> dict:
     run = leases.held_run(db, run_id, body.lease_token)
     leases.heartbeat(db, run, epoch=body.epoch, step=body.step, scalars=body.scalars,
                      applied=[a.model_dump() for a in body.applied], lr_schedule=body.lr_schedule,
@@ -61,7 +61,7 @@ def heartbeat(run_id: int, body: HeartbeatBody, request: Request, db: DB, _: Wor
 
 
 @router.post("/runs/{run_id}/epochs")
-def report_epoch(run_id: int, body: EpochBody, request: Request, db: DB, _: WorkerAuth) -> dict:
+def report_epoch(run_id: DbId, body: EpochBody, request: Request, db: DB, _: WorkerAuth) -> dict:
     run = leases.held_run(db, run_id, body.lease_token)
     leases.renew(run, request.app.state.settings.lease_seconds)
     leases.acknowledge(db, run, [a.model_dump() for a in body.applied])
@@ -70,7 +70,7 @@ def report_epoch(run_id: int, body: EpochBody, request: Request, db: DB, _: Work
 
 
 @router.post("/runs/{run_id}/checkpoints", status_code=201)
-def report_checkpoint(run_id: int, body: CheckpointBody, request: Request, db: DB, _: WorkerAuth) -> dict:
+def report_checkpoint(run_id: DbId, body: CheckpointBody, request: Request, db: DB, _: WorkerAuth) -> dict:
     run = leases.held_run(db, run_id, body.lease_token)
     leases.renew(run, request.app.state.settings.lease_seconds)
     row, doomed = reports.record_checkpoint(db, run, body.model_dump(exclude={"lease_token"}))
@@ -79,7 +79,7 @@ def report_checkpoint(run_id: int, body: CheckpointBody, request: Request, db: D
 
 
 @router.post("/runs/{run_id}/finish")
-def finish_run(run_id: int, body: FinishBody, db: DB, who: WorkerAuth) -> dict:
+def finish_run(run_id: DbId, body: FinishBody, db: DB, who: WorkerAuth) -> dict:
     run = leases.held_run(db, run_id, body.lease_token)
     leases.finish(db, run, body.status, body.error, who.actor)
     return {"run": run_out(run).model_dump(mode="json")}

@@ -14,7 +14,7 @@ def test_stage_jump_by_name_and_number_records_transition_and_event(client):
     assert back.json()["run"]["stage"]["index"] == 1
     stages = client.get(f"{API}/runs/{run['id']}/stages").json()
     moves = [(t["from_stage"], t["to_stage"], t["reason"]) for t in stages["transitions"]]
-    assert moves == [(None, 1, "start"), (1, 2, "manual"), (2, 1, "manual")]
+    assert moves == [(None, 1, "start"), (1, 2, "manual"), (2, 1, "rollback")]
     assert stages["transitions"][1]["actor"] == "admin:local"
     event = client.get(f"{API}/runs/{run['id']}/events").json()["items"][1]
     assert event["kind"] == "stage_set" and event["payload"]["to_name"] == "combos"

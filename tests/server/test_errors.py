@@ -94,3 +94,22 @@ def test_delete_while_running_is_refused(client, app):
         db.get(Run, run["id"]).status = "running"
     answer = client.delete(f"{API}/runs/{run['id']}")
     assert answer.status_code == 409 and "stop it first" in answer.json()["error"]["message"]
+
+
+def test_out_of_range_ids_are_refused_not_500(client):
+    run = create_run(client)
+    huge = 99999999999999999999
+    for method, path, body in [("get", f"/runs/{huge}", None), ("post", f"/runs/{2**31}/stop", None),
+                               ("get", f"/runs/{run['id']}/events?after={huge}", None),
+                               ("post", f"/runs/{run['id']}/fork", {"checkpoint_id": 2**31}),
+                               ("get", f"/runs/{run['id']}/checkpoints/{huge}/file", None)]:
+        answer = client.request(method.upper(), API + path, json=body)
+        assert answer.status_code == 422, (path, answer.text)
+
+
+def test_stage_target_must_be_a_name_or_number(client):
+    run = create_run(client)
+    for to in (True, 1.5, None, [], ""):
+        answer = client.post(f"{API}/runs/{run['id']}/stage", json={"to": to})
+        assert answer.status_code == 422, to
+        assert error_paths(answer) == ["to"], (to, error_paths(answer))

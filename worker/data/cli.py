@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from PIL import Image
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from worker.data.dataset import DataSources, build_train_dataset
 from worker.data.real import LABELS, scan_folder
 from worker.data.text import CONTENTS
 from worker.khmer import CHARACTERS, LEVEL_CONTENTS, Category, categorize
@@ -44,6 +42,10 @@ def preview(
     augmentation: Annotated[Optional[float], typer.Option(help="probability; default: the default recipe's")] = None,
 ) -> None:
     """Write sample images with a labels.jsonl in the real-data format."""
+    from PIL import Image
+
+    from worker.data.dataset import DataSources, build_train_dataset
+
     content = _content(stage)
     p = DEFAULT_AUGMENTATION[content] if augmentation is None else augmentation
     sources = DataSources.create(fonts=font, corpus=corpus, image_height=height)

@@ -1,0 +1,36 @@
+# Sala image: the server and the worker are the same program (`sala server`, `sala worker`).
+#
+#   docker build -t sala .                                   # CPU torch (default)
+#   docker build -t sala:gpu --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 .
+FROM python:3.11-slim
+
+# torch first and from PyTorch's own index: the plain PyPI `torch` wheel bundles CUDA (several GB),
+# which a CPU worker and the server never use. The GPU worker image overrides TORCH_INDEX.
+ARG TORCH_SPEC="torch==2.13.0"
+ARG TORCH_INDEX="https://download.pytorch.org/whl/cpu"
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY server ./server
+COPY worker ./worker
+# The wheel carries the Alembic migrations (server/migrations) and the dashboard as package data.
+RUN pip install .
+
+# Not root. /artifacts is created here, owned by `sala`, so a named volume mounted there starts
+# out writable; /data holds the SQLite default (./.sala/) when no SALA_DATABASE_URL is given.
+RUN useradd --create-home --uid 1000 sala \
+    && mkdir -p /artifacts /data \
+    && chown sala:sala /artifacts /data
+USER sala
+WORKDIR /data
+
+EXPOSE 8000
+# Bound beyond loopback, the server refuses to start until a token exists:
+#   docker run --rm sala sala tokens create --role admin --name me
+CMD ["sala", "server", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,100 @@
+"""Real `sala` processes for tests that must see what a person sees: the console script, its
+log output and exit codes, and a server on a TCP port.
+
+`live_server` starts `sala server` on a free loopback port, waits for /readyz, yields a
+`LiveServer` (base URL and the output so far) and always terminates the process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SALA = str(Path(sys.executable).with_name("sala"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def sala_env(tmp_path: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `sala` child: a SQLite file and an artifact store under tmp_path,
+    every other SALA_* variable of the parent removed so the test sees only what it sets."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SALA_")}
+    base.update({
+        "SALA_DATABASE_URL": f"sqlite:///{tmp_path / 'sala.db'}",
+        "SALA_ARTIFACTS_URL": f"file://{tmp_path / 'artifacts'}",
+        "PYTHONUNBUFFERED": "1",
+    })
+    base.update(env or {})
+    return base
+
+
+def run_sala(*args: str, tmp_path: Path, env: Mapping[str, str] | None = None,
+             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SALA, *args], env=sala_env(tmp_path, env), cwd=tmp_path, text=True,
+                          capture_output=True, timeout=timeout, check=False)
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api/v1"
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def live_server(tmp_path: Path, env: Mapping[str, str] | None = None, *,
+                args: tuple[str, ...] = (), startup_timeout: float = 30) -> Iterator[LiveServer]:
+    port = free_port()
+    log_fd, log_name = tempfile.mkstemp(prefix="sala-server-", suffix=".log", dir=tmp_path)
+    log_path = Path(log_name)
+    process = subprocess.Popen([SALA, "server", "--port", str(port), *args], env=sala_env(tmp_path, env),
+                               cwd=tmp_path, stdout=log_fd, stderr=subprocess.STDOUT, text=True)
+    os.close(log_fd)
+    server = LiveServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    try:
+        _wait_ready(server, startup_timeout)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+def _wait_ready(server: LiveServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"sala server exited with {server.process.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"sala server not ready after {timeout}s:\n{server.output()}")
