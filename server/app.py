@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -22,6 +24,7 @@ from server.settings import Settings, get_settings
 
 log = logging.getLogger("sala.server")
 API_PREFIX = "/api/v1"
+DASHBOARD = Path(__file__).with_name("dashboard")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -96,6 +99,19 @@ def _service_routes(app: FastAPI) -> None:
         return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)
-    def index() -> HTMLResponse:
-        return HTMLResponse("<!doctype html><title>Sala</title><h1>Sala</h1>"
-                            "<p>API: <a href='/docs'>/docs</a> · <a href='/api/v1/runs'>/api/v1/runs</a></p>")
+    def index() -> FileResponse:
+        return FileResponse(DASHBOARD / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/dashboard/fonts/NotoSansKhmer.ttf", include_in_schema=False)
+    def khmer_font() -> FileResponse:
+        """The Khmer font bundled with the fontpkg package, so Khmer labels render offline."""
+        return FileResponse(_khmer_font(), media_type="font/ttf",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD), name="dashboard")
+
+
+def _khmer_font() -> Path:
+    import fontpkg_noto_sans_khmer
+
+    return next(Path(fontpkg_noto_sans_khmer.ROOT).glob("files/*.ttf"))

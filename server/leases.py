@@ -10,7 +10,7 @@ import logging
 import secrets
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from server import events
@@ -102,7 +102,8 @@ def renew(run: Run, lease_seconds: float) -> None:
 
 
 def heartbeat(db: Session, run: Run, *, epoch: int, step: int, scalars: list[dict[str, Any]],
-              applied: list[dict[str, int]], lr_schedule: float | None, lease_seconds: float) -> None:
+              applied: list[dict[str, int]], lr_schedule: float | None, lease_seconds: float,
+              horizon: int = 20_000, bucket: int = 100) -> None:
     renew(run, lease_seconds)
     if run.worker_id is not None:
         worker = db.get(Worker, run.worker_id)
@@ -114,7 +115,43 @@ def heartbeat(db: Session, run: Run, *, epoch: int, step: int, scalars: list[dic
     for item in scalars[:MAX_SCALARS_PER_HEARTBEAT]:
         values = {k: v for k, v in item.items() if k != "step"}
         db.add(StepScalar(run_id=run.id, step=int(item["step"]), values=values))
+    if scalars:
+        db.flush()
+        compact_steps(db, run.id, horizon, bucket)
     acknowledge(db, run, applied)
+
+
+def compact_steps(db: Session, run_id: int, horizon: int, bucket: int) -> int:
+    """Keep at most about `horizon` raw step points per run: older ones are averaged into one
+    rollup row per `bucket` steps, so storage per run stays bounded however long it trains.
+    Works in chunks (a quarter horizon at least) so the cost is paid rarely."""
+    raw = db.scalar(select(func.count()).select_from(StepScalar).where(
+        StepScalar.run_id == run_id, StepScalar.bucket == 1)) or 0
+    excess = raw - horizon
+    if excess < max(1, horizon // 4):
+        return 0
+    oldest = list(db.scalars(select(StepScalar).where(StepScalar.run_id == run_id, StepScalar.bucket == 1)
+                             .order_by(StepScalar.step).limit(excess)))
+    last_start = (oldest[-1].step // bucket) * bucket
+    oldest = [row for row in oldest if row.step < last_start] or oldest  # keep a partial bucket raw
+    groups: dict[int, list[StepScalar]] = {}
+    for row in oldest:
+        groups.setdefault((row.step // bucket) * bucket, []).append(row)
+    for start, rows in groups.items():
+        db.add(StepScalar(run_id=run_id, step=start, bucket=bucket, values=_mean_values(rows)))
+    db.execute(delete(StepScalar).where(StepScalar.id.in_([row.id for row in oldest])))
+    return len(oldest)
+
+
+def _mean_values(rows: list[StepScalar]) -> dict[str, Any]:
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for row in rows:
+        for key, value in row.values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                sums[key] = sums.get(key, 0.0) + value
+                counts[key] = counts.get(key, 0) + 1
+    return {**{k: sums[k] / counts[k] for k in sums}, "points": len(rows)}
 
 
 def acknowledge(db: Session, run: Run, applied: list[dict[str, int]]) -> None:
@@ -142,6 +179,8 @@ def finish(db: Session, run: Run, status: str, error: str | None, actor: str) ->
         run.finished_at = utcnow()
     if error:
         run.error = error[:4000]
+    elif status == "failed" and not run.error:
+        run.error = "failed without a reason from the worker"
     for event in events.pending_for_worker(db, run.id):
         if event.kind in ("pause_requested", "stop_requested") and status in ("paused", "stopped"):
             event.applied_at, event.applied_step = utcnow(), run.step
@@ -193,3 +232,26 @@ def _end(db: Session, run: Run, status: Status, why: str) -> None:
     log.warning("run %s: %s", run.id, why)
     events.record(db, run.id, "lease_expired" if status != Status.STOPPED else "fenced", "server",
                   status=status.value, reason=why)
+
+
+def alert(db: Session, run: Run, kind: str, detail: dict[str, Any], actor: str) -> str | None:
+    """A worker's alarm. Non-finite losses piling up roll the run back to its last checkpoint with
+    half the lr, `training.max_rollbacks` times; after that the run fails with the reason.
+    Returns the action the worker must take now (rollback | fail), or None."""
+    events.record(db, run.id, "alert", actor, alert=kind, **{k: v for k, v in detail.items() if k != "kind"})
+    if kind != "nonfinite":
+        return None
+    limit = run.recipe["training"].get("max_rollbacks", 2)
+    if run.rollbacks >= limit:
+        reason = (f"non-finite losses persisted after {run.rollbacks} rollback(s) with reduced lr "
+                  f"(last: {detail.get('consecutive')} in a row at step {detail.get('step')})")
+        run.error = reason
+        events.record(db, run.id, "rollback_exhausted", "server", reason=reason)
+        return "fail"
+    run.rollbacks += 1
+    run.lr_override_scale *= 0.5
+    checkpoint = resume_point(db, run)
+    events.record(db, run.id, "rollback", "server", needs_worker=False, rollback=run.rollbacks,
+                  lr_scale=run.lr_override_scale, checkpoint_id=checkpoint.id if checkpoint else None,
+                  reason=f"{detail.get('consecutive')} non-finite losses in a row")
+    return "rollback"

@@ -72,6 +72,7 @@ class Run(Base):
     max_restarts: Mapped[int] = mapped_column(default=3)
     attempt: Mapped[int] = mapped_column(default=0)
     restarts: Mapped[int] = mapped_column(default=0)
+    rollbacks: Mapped[int] = mapped_column(default=0, server_default="0")
 
     stage_index: Mapped[int] = mapped_column(default=0)
     stage_held: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -147,9 +148,11 @@ class StepScalar(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     step: Mapped[int] = mapped_column(BigInteger)
     values: Mapped[dict[str, Any]]
+    bucket: Mapped[int] = mapped_column(default=1, server_default="1")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (Index("ix_step_scalars_run_step", "run_id", "step"),)
+    __table_args__ = (Index("ix_step_scalars_run_step", "run_id", "step"),
+                      Index("ix_step_scalars_run_bucket_step", "run_id", "bucket", "step"))
 
 
 class Checkpoint(Base):

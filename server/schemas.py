@@ -272,3 +272,9 @@ class FinishBody(Request):
     lease_token: LeaseToken
     status: Literal["completed", "failed", "stopped", "paused", "queued"]
     error: Annotated[str, StringConstraints(max_length=20_000)] | None = None
+
+
+class AlertBody(Request):
+    lease_token: LeaseToken
+    kind: Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z_]+$")]
+    detail: MetricMap = Field(default_factory=dict)

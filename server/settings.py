@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     stop_deadline_seconds: float = Field(
         60.0, gt=0, description="A worker that has not honoured a stop by then is fenced."
     )
+    step_horizon: int = Field(
+        20_000, ge=100, description="Raw step points kept per run; older ones are rolled up.")
+    step_rollup_bucket: int = Field(100, ge=2, description="Steps averaged into one rolled-up point.")
     reaper_seconds: float = Field(1.0, gt=0, description="How often expired leases are swept.")
     log_level: str = Field("info")
 

@@ -65,8 +65,9 @@ class LiveServer:
 
 @contextmanager
 def live_server(tmp_path: Path, env: Mapping[str, str] | None = None, *,
-                args: tuple[str, ...] = (), startup_timeout: float = 30) -> Iterator[LiveServer]:
-    port = free_port()
+                args: tuple[str, ...] = (), startup_timeout: float = 30,
+                port: int | None = None) -> Iterator[LiveServer]:
+    port = port or free_port()
     log_fd, log_name = tempfile.mkstemp(prefix="sala-server-", suffix=".log", dir=tmp_path)
     log_path = Path(log_name)
     process = subprocess.Popen([SALA, "server", "--port", str(port), *args], env=sala_env(tmp_path, env),

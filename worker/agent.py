@@ -21,6 +21,14 @@ log = logging.getLogger("sala.worker")
 VERSION = "0.1.0"
 
 
+class Rollback(Exception):
+    """The server asked to abandon this attempt and resume from the last checkpoint."""
+
+
+class RunFailed(Exception):
+    """The server ended the run (e.g. non-finite losses survived every rollback)."""
+
+
 class HttpController:
     """The Controller protocol over HTTP for one claimed run."""
 
@@ -78,6 +86,14 @@ class HttpController:
 
     def alert(self, kind: str, detail: dict[str, Any]) -> None:
         log.warning("run %s: %s %s", self.run_id, kind, detail)
+        body = {"lease_token": self.lease, "kind": kind,
+                "detail": {k: _finite(v) for k, v in detail.items() if isinstance(v, (int, float, str, bool))}}
+        answer = self.client.call("POST", f"/runs/{self.run_id}/alerts", body)
+        self._adopt(answer["directive"])
+        if answer["action"] == "rollback":
+            raise Rollback(f"{kind}: rolling back to the last checkpoint with a lower lr")
+        if answer["action"] == "fail":
+            raise RunFailed(answer.get("reason") or f"{kind}: {detail}")
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.close()
@@ -183,6 +199,13 @@ class Agent:
             controller.close()
             log.error("run %s: %s; stopped touching it", run_id, lost)
             return None
+        except Rollback as rollback:
+            log.warning("run %s: %s", run_id, rollback)
+            controller.finish("queued")
+            return "queued"
+        except RunFailed as failed:
+            controller.finish("failed", str(failed))
+            return "failed"
         except Exception as exc:
             log.exception("run %s failed", run_id)
             controller.finish("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}")

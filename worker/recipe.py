@@ -157,6 +157,11 @@ class TrainingSpec(Section):
     nonfinite_patience: int = Field(
         10, ge=1, le=100_000, description="non-finite steps in a row before telling the controller"
     )
+    max_rollbacks: int = Field(
+        2, ge=0, le=20,
+        description="after non-finite losses pile up, roll back to the last checkpoint with half the lr "
+                    "this many times; then fail the run",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from server import events, runs
 from server.deps import DB, Reader
@@ -45,13 +45,18 @@ def list_epochs(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=
 def list_steps(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=-1, le=2**62)] = -1,
                max_points: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> Page:
     runs.get_run(db, run_id)
-    rows = list(db.execute(select(StepScalar.step, StepScalar.values).where(
-        StepScalar.run_id == run_id, StepScalar.step > after).order_by(StepScalar.step)))
-    stride = max(1, -(-len(rows) // max_points))
-    picked = rows[::stride]
-    if rows and picked[-1] is not rows[-1]:
-        picked.append(rows[-1])
-    return Page(items=[{"step": s, **v} for s, v in picked], next_cursor=str(rows[-1][0]) if rows else None)
+    where = (StepScalar.run_id == run_id, StepScalar.step > after)
+    total = db.scalar(select(func.count()).select_from(StepScalar).where(*where)) or 0
+    if total == 0:
+        return Page(items=[], next_cursor=None)
+    # every stride-th row and the last one, picked in SQL so only the kept rows are decoded
+    stride = max(1, -(-total // max_points))
+    numbered = select(StepScalar.step, StepScalar.values, func.row_number().over(
+        order_by=(StepScalar.step, StepScalar.id)).label("n")).where(*where).subquery()
+    picked = list(db.execute(select(numbered.c.step, numbered.c["values"])
+                             .where(or_((numbered.c.n - 1) % stride == 0, numbered.c.n == total))
+                             .order_by(numbered.c.n)))
+    return Page(items=[{"step": s, **v} for s, v in picked], next_cursor=str(picked[-1][0]))
 
 
 @router.get("/runs/{run_id}/checkpoints", response_model=list[CheckpointOut])

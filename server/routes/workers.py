@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from server import leases, reports
 from server.deps import DB, WorkerAuth
 from server.directives import directive
-from server.schemas import DbId, CheckpointBody, ClaimBody, EpochBody, FinishBody, HeartbeatBody, WorkerRegister
+from server.schemas import AlertBody, DbId, CheckpointBody, ClaimBody, EpochBody, FinishBody, HeartbeatBody, WorkerRegister
 from server.views import checkpoint_out, run_out
 
 router = APIRouter(tags=["workers"])
@@ -56,7 +56,9 @@ def heartbeat(run_id: DbId, body: HeartbeatBody, request: Request, db: DB, _: Wo
     run = leases.held_run(db, run_id, body.lease_token)
     leases.heartbeat(db, run, epoch=body.epoch, step=body.step, scalars=body.scalars,
                      applied=[a.model_dump() for a in body.applied], lr_schedule=body.lr_schedule,
-                     lease_seconds=request.app.state.settings.lease_seconds)
+                     lease_seconds=request.app.state.settings.lease_seconds,
+                     horizon=request.app.state.settings.step_horizon,
+                     bucket=request.app.state.settings.step_rollup_bucket)
     return {"lease_expires_at": run.lease_expires_at, "directive": directive(db, run)}
 
 
@@ -83,3 +85,13 @@ def finish_run(run_id: DbId, body: FinishBody, db: DB, who: WorkerAuth) -> dict:
     run = leases.held_run(db, run_id, body.lease_token)
     leases.finish(db, run, body.status, body.error, who.actor)
     return {"run": run_out(run).model_dump(mode="json")}
+
+
+@router.post("/runs/{run_id}/alerts")
+def raise_alert(run_id: DbId, body: AlertBody, request: Request, db: DB, who: WorkerAuth) -> dict:
+    """The worker's alarm; the answer says whether to roll back to the last checkpoint or fail."""
+    run = leases.held_run(db, run_id, body.lease_token)
+    leases.renew(run, request.app.state.settings.lease_seconds)
+    action = leases.alert(db, run, body.kind, body.detail, who.actor)
+    return {"action": action or "continue", "reason": run.error if action == "fail" else None,
+            "directive": directive(db, run)}

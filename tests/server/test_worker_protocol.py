@@ -186,3 +186,44 @@ def _expire(app, run_id: int) -> str:
         leases.reap(db, utcnow(), stop_deadline_seconds=60)
     with app.state.sessionmaker() as db:
         return db.get(Run, run_id).status
+
+
+def test_nonfinite_alert_rolls_back_with_half_lr_then_fails(client):
+    recipe = {**TINY_RECIPE, "training": {**TINY_RECIPE["training"], "max_rollbacks": 1}}
+    wid = register(client)
+    run = create_run(client, recipe=recipe)
+    lease = claim(client, wid).json()["lease_token"]
+    alert = {"lease_token": lease, "kind": "nonfinite", "detail": {"consecutive": 10, "step": 7}}
+    first = client.post(f"{API}/runs/{run['id']}/alerts", json=alert).json()
+    assert first["action"] == "rollback" and first["directive"]["lr"]["override_scale"] == 0.5
+    client.post(f"{API}/runs/{run['id']}/finish", json={"lease_token": lease, "status": "queued"})
+    lease = claim(client, wid).json()["lease_token"]
+    second = client.post(f"{API}/runs/{run['id']}/alerts", json={**alert, "lease_token": lease}).json()
+    assert second["action"] == "fail"
+    client.post(f"{API}/runs/{run['id']}/finish", json={"lease_token": lease, "status": "failed"})
+    body = client.get(f"{API}/runs/{run['id']}").json()
+    assert body["status"] == "failed" and "non-finite" in body["error"]
+    kinds = [e["kind"] for e in client.get(f"{API}/runs/{run['id']}/events").json()["items"]]
+    assert kinds.count("alert") == 2 and "rollback" in kinds and "rollback_exhausted" in kinds
+
+
+def test_step_scalars_roll_up_beyond_the_horizon(app, client):
+    from server.models import StepScalar
+    from sqlalchemy import func, select
+
+    run = create_run(client)
+    lease = claim(client, register(client)).json()["lease_token"]
+    app.state.settings.step_horizon = 200
+    app.state.settings.step_rollup_bucket = 10
+    for start in range(0, 1000, 100):
+        scalars = [{"step": s, "loss": float(s)} for s in range(start, start + 100)]
+        client.post(f"{API}/runs/{run['id']}/heartbeat",
+                    json={"lease_token": lease, "epoch": 0, "step": start + 99, "scalars": scalars})
+    with app.state.sessionmaker() as db:
+        rows = db.scalar(select(func.count()).select_from(StepScalar).where(StepScalar.run_id == run["id"]))
+    assert rows < 400  # 1000 points stored as ≤ ~250 raw + rollups of 10
+    points = client.get(f"{API}/runs/{run['id']}/steps", params={"max_points": 5000}).json()["items"]
+    steps = [p["step"] for p in points]
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 999
+    first = points[0]
+    assert first["points"] == 10 and first["loss"] == sum(range(10)) / 10  # a rollup is the bucket's mean

@@ -1,0 +1,91 @@
+"""The agent and its HttpController against a live server: alerts roll back then fail a run,
+a lost lease stops the worker at once, and scalars/acks survive a failed heartbeat."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import get
+from tests.live import live_server
+from worker import agent as agent_module
+from worker.agent import Agent, HttpController
+from worker.client import LeaseLost, SalaClient
+from worker.controller import Directive
+
+RECIPE = {"training": {"max_rollbacks": 1, "nonfinite_patience": 2}}
+
+
+class DivergingTrainer:
+    """Stands in for the torch trainer: every attempt sees non-finite losses at once."""
+
+    def __init__(self, recipe, controller, **_):
+        self.controller = controller
+
+    def run(self, resume=None):
+        self.controller.alert("nonfinite", {"consecutive": 2, "step": 5, "loss": float("nan")})
+        return "completed"
+
+
+def test_nonfinite_alerts_roll_back_once_then_fail(tmp_path, monkeypatch):
+    import worker.trainer
+
+    monkeypatch.setattr(worker.trainer, "Trainer", DivergingTrainer)
+    with live_server(tmp_path) as server:
+        rid = httpx.post(f"{server.api}/runs", json={"name": "nan", "recipe": RECIPE}).json()["id"]
+        worker = Agent(server.url, None, "t", claim_wait_s=0.5)
+        info = worker.client.call("POST", "/workers", {"name": "t"})
+        worker.worker_id, worker.heartbeat_s, worker.artifacts_url = info["worker_id"], 5.0, info["artifacts_url"]
+        outcomes = []
+        for _ in range(2):
+            claim = worker.client.call("POST", f"/workers/{worker.worker_id}/claim", {"wait_s": 1})
+            outcomes.append(worker.train(claim))
+        run = get(server.api, f"/runs/{rid}")
+        kinds = [e["kind"] for e in get(server.api, f"/runs/{rid}/events")["items"]]
+    assert outcomes == ["queued", "failed"]
+    assert run["status"] == "failed" and "non-finite" in run["error"]
+    assert run["lr"]["override"] == {"scale": 0.5} and run["attempt"] == 2
+    assert kinds.count("rollback") == 1 and "rollback_exhausted" in kinds
+
+
+def test_lost_lease_raises_on_next_poll(tmp_path):
+    with live_server(tmp_path) as server:
+        client = SalaClient(server.url)
+        httpx.post(f"{server.api}/runs", json={"name": "x"})
+        wid = client.call("POST", "/workers", {"name": "w"})["worker_id"]
+        claim = client.call("POST", f"/workers/{wid}/claim", {})
+        controller = HttpController(client, claim["run"]["id"], "f" * 32, Directive(), 60.0, threading.Event())
+        with pytest.raises(LeaseLost):
+            controller.beat()
+        with pytest.raises(LeaseLost):
+            controller.poll(1, 0)
+        controller.close()
+
+
+def test_undelivered_scalars_and_acks_are_kept_for_the_next_beat(tmp_path):
+    with live_server(tmp_path) as server:
+        client = SalaClient(server.url)
+        rid = httpx.post(f"{server.api}/runs", json={"name": "x"}).json()["id"]
+        wid = client.call("POST", "/workers", {"name": "w"})["worker_id"]
+        claim = client.call("POST", f"/workers/{wid}/claim", {})
+        event_id = httpx.post(f"{server.api}/runs/{rid}/lr", json={"scale": 0.5}).json()["event_id"]
+        controller = HttpController(client, rid, claim["lease_token"], Directive(), 60.0, threading.Event())
+        controller.log_step(1, {"loss": 2.0})
+        controller.acknowledge((event_id,), 1)
+        broken = SalaClient("http://127.0.0.1:9", give_up_after=0.1)
+        controller.client = broken
+        with pytest.raises(ConnectionError):
+            controller.beat()
+        controller.client = client
+        controller.beat()
+        controller.close()
+        steps = get(server.api, f"/runs/{rid}/steps")["items"]
+        event = [e for e in get(server.api, f"/runs/{rid}/events")["items"] if e["id"] == event_id][0]
+    assert steps == [{"step": 1, "loss": 2.0}]
+    assert event["applied_step"] == 1
+
+
+def test_agent_module_reports_cpu_device():
+    assert agent_module._devices() == ["cpu"]
