@@ -11,12 +11,15 @@ import typer
 
 from worker.data.cli import app as data_app
 from worker.recipe_cli import app as recipe_app
+from worker.train_cli import predict_command, train_command
 
 app = typer.Typer(no_args_is_help=True, help="Sala: steer Khmer OCR training runs over HTTP.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
 tokens_app = typer.Typer(no_args_is_help=True, help="API tokens and their roles.")
 app.add_typer(recipe_app, name="recipe", help="Write and check training recipes.")
 app.add_typer(data_app, name="data", help="Look at training data before training.")
+app.command("train")(train_command)
+app.command("predict")(predict_command)
 app.add_typer(db_app, name="db")
 app.add_typer(tokens_app, name="tokens")
 
@@ -119,8 +122,9 @@ def server(host: Host = None, port: Port = None) -> None:
 @app.command()
 def up(host: Host = None, port: Port = None,
        workers: Annotated[int, typer.Option(min=0, max=64, help="Worker processes to start.")] = 1) -> None:
-    """One machine: migrate, serve the API and run N workers. Ctrl-C checkpoints and re-queues
-    running runs, then stops the workers and the server."""
+    """One machine: migrate, serve the API and run N workers.
+
+    Ctrl-C checkpoints and re-queues running runs, then stops the workers and the server."""
     from server.supervisor import run_stack
 
     settings = _settings(host, port)

@@ -158,14 +158,16 @@ def acknowledge(db: Session, run: Run, applied: list[dict[str, int]]) -> None:
     """Mark control events applied, with the optimizer step where they took effect."""
     if not applied:
         return
-    by_id = {int(a["id"]): int(a.get("step", run.step)) for a in applied}
+    by_id = {int(a["id"]): a for a in applied}
     rows = db.scalars(select(ControlEvent).where(ControlEvent.id.in_(by_id),
                                                  ControlEvent.run_id == run.id,
                                                  ControlEvent.applied_at.is_(None)))
     now = utcnow()
     for event in rows:
-        event.applied_at = now
-        event.applied_step = by_id[event.id]
+        ack = by_id[event.id]
+        # when the worker applied it, not when the acknowledgement arrived (no worker clock needed)
+        event.applied_at = max(event.created_at, now - dt.timedelta(seconds=float(ack.get("age_s", 0.0))))
+        event.applied_step = int(ack.get("step", run.step))
         if event.kind == "checkpoint_requested":
             run.checkpoint_requested = False
 

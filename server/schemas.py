@@ -234,6 +234,7 @@ class ClaimBody(Request):
 class AppliedEvent(Request):
     id: DbId
     step: Step
+    age_s: float = Field(0.0, ge=0, le=86_400, description="Seconds between applying it and sending this.")
 
 
 class HeartbeatBody(Request):

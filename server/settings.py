@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted.")
     lease_seconds: float = Field(30.0, gt=0, description="How long a claim lives without a heartbeat.")
-    heartbeat_seconds: float = Field(1.5, gt=0, description="How often workers are asked to heartbeat.")
+    heartbeat_seconds: float = Field(1.0, gt=0, description="How often workers are asked to heartbeat.")
     stop_deadline_seconds: float = Field(
         60.0, gt=0, description="A worker that has not honoured a stop by then is fenced."
     )

@@ -10,6 +10,7 @@ import logging
 import platform
 import signal
 import threading
+import time
 import traceback
 from dataclasses import asdict
 from typing import Any
@@ -40,11 +41,12 @@ class HttpController:
         self._shutdown = shutdown
         self._lock = threading.Lock()
         self._scalars: list[dict[str, Any]] = []
-        self._acks: dict[int, int] = {}
+        self._acks: dict[int, tuple[int, float]] = {}
         self._progress = (0, 0)
         self._lr_schedule: float | None = None
         self._lost: LeaseLost | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._beat_forever, name=f"heartbeat-{run_id}", daemon=True)
         self._thread.start()
 
@@ -69,7 +71,9 @@ class HttpController:
     def acknowledge(self, event_ids: tuple[int, ...], step: int) -> None:
         with self._lock:
             for event_id in event_ids:
-                self._acks.setdefault(int(event_id), step)
+                self._acks.setdefault(int(event_id), (step, time.monotonic()))
+        if event_ids:
+            self._wake.set()  # tell the server now, not at the next regular beat
 
     def report_epoch(self, summary: EpochSummary) -> Directive:
         self.beat()  # scalars and acknowledgements first, so the epoch sees them applied
@@ -108,7 +112,9 @@ class HttpController:
             acks, self._acks = self._acks, {}
             (epoch, step), lr_schedule = self._progress, self._lr_schedule
         body = {"lease_token": self.lease, "epoch": epoch, "step": step, "lr_schedule": lr_schedule,
-                "scalars": scalars[-2000:], "applied": [{"id": i, "step": s} for i, s in acks.items()]}
+                "scalars": scalars[-2000:],
+                "applied": [{"id": i, "step": s, "age_s": max(0.0, time.monotonic() - t)}
+                            for i, (s, t) in acks.items()]}
         try:
             answer = self.client.call("POST", f"/runs/{self.run_id}/heartbeat", body)
         except LeaseLost as lost:
@@ -129,7 +135,11 @@ class HttpController:
         return directive
 
     def _beat_forever(self) -> None:
-        while not self._stop.wait(self.heartbeat_s):
+        while True:
+            self._wake.wait(self.heartbeat_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.beat()
             except LeaseLost as lost:
@@ -140,6 +150,7 @@ class HttpController:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
 

@@ -104,6 +104,11 @@ class PrecisionManager:
         self.skipped_steps += not applied
         return applied
 
+    def skip(self) -> None:
+        """Count a step that had nothing to apply (every loss in its window was non-finite)."""
+        self.steps += 1
+        self.skipped_steps += 1
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "dtype": str(self.dtype), "scaler": self.scaler.state_dict(), "steps": self.steps,

@@ -1,0 +1,158 @@
+"""`sala train` and `sala predict`: training and reading without a server.
+
+The lead registers these on the top-level app: ``app.command("train")(train_command)`` and
+``app.command("predict")(predict_command)``; this module's own ``app`` carries both too.
+Exit codes: 0 done (completed, paused or stopped), 1 bad recipe or input, 2 unreadable file.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+app = typer.Typer(no_args_is_help=True, help="Train and read Khmer lines without a server.")
+console = Console(stderr=True)
+
+
+@app.command("train")
+def train_command(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML or JSON", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", help="folder for checkpoints and metrics.jsonl")],
+    resume: Annotated[Optional[str], typer.Option(help="checkpoint path or URL to continue from")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu | cuda | auto (default: the recipe's)")] = None,
+    progress: Annotated[bool, typer.Option(help="draw a progress bar")] = True,
+) -> None:
+    """Train RECIPE with the curriculum run in process; writes OUT/metrics.jsonl and OUT/checkpoints/."""
+    from worker.recipe import RecipeError, load_recipe
+
+    try:
+        spec = load_recipe(recipe)
+    except RecipeError as exc:
+        console.print(f"{recipe}: {exc}")
+        raise typer.Exit(1) from None
+    status = _train(spec, out, resume, device, progress)
+    typer.echo(f"{status}: metrics in {out / 'metrics.jsonl'}, checkpoints in {out / 'checkpoints'}")
+
+
+def _train(spec, out: Path, resume: str | None, device: str | None, progress: bool) -> str:
+    from worker.checkpoints import load_checkpoint
+    from worker.local import LocalController
+    from worker.trainer import Trainer
+
+    t = spec.training
+    bar = Progress(TextColumn("{task.fields[stage]}"), TextColumn("epoch {task.fields[epoch]}/" + str(t.max_epochs)),
+                   BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                   console=console, disable=not progress)
+    task = bar.add_task("train", total=t.steps_per_epoch, stage=spec.curriculum.stages[0].name, epoch=1, info="")
+    cer = {"value": float("nan")}
+
+    def on_step(step: int, scalars: dict[str, float]) -> None:
+        done = (step - 1) % t.steps_per_epoch + 1
+        bar.update(task, completed=done, info=f"loss {scalars['loss']:.3f} lr {scalars['lr']:.2e} CER {cer['value']:.3f}")
+
+    def on_epoch(summary, directive) -> None:
+        cer["value"] = summary.metrics.get("val_cer", cer["value"])
+        bar.update(task, completed=0, epoch=summary.epoch + 1, stage=spec.curriculum.stages[directive.stage].name)
+        console.log(f"epoch {summary.epoch} [{spec.curriculum.stages[summary.stage].name}] "
+                    f"loss {summary.metrics.get('train_loss', float('nan')):.3f} "
+                    f"CER {summary.metrics.get('val_cer', float('nan')):.3f} "
+                    f"seq acc {summary.metrics.get('val_sequence_accuracy', float('nan')):.3f}")
+
+    hooks = {"on_step": on_step, "on_epoch": on_epoch}
+    if resume:
+        state = load_checkpoint(resume)
+        pos = state["position"]
+        controller = LocalController.resume(spec, out, epoch=pos["epoch"], stage=pos["stage"], **hooks)
+    else:
+        controller = LocalController(spec, out, **hooks)
+    trainer = Trainer(spec, controller, out, device=device)
+    try:
+        with bar:
+            status = trainer.run(resume=resume)
+    except KeyboardInterrupt:
+        controller.finish("stopped", "interrupted")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        controller.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    controller.finish(status)
+    return status
+
+
+@app.command("predict")
+def predict_command(
+    images: Annotated[Optional[list[Path]], typer.Argument(help="line images; none = read paths from stdin")] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="checkpoint path or URL")] = ...,  # type: ignore[assignment]
+    decoder: Annotated[str, typer.Option(help="greedy | beam (beam rescores with the LM head when present)")] = "greedy",
+    beam_width: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    lm_weight: Annotated[float, typer.Option(min=0.0)] = 0.3,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+) -> None:
+    """Print `path<TAB>text<TAB>confidence` for each line image."""
+    if decoder not in ("greedy", "beam"):
+        raise typer.BadParameter("greedy or beam", param_hint="--decoder")
+    from worker.checkpoints import CheckpointCorrupt
+
+    paths = images or [Path(line.strip()) for line in sys.stdin if line.strip()]
+    try:
+        reader = Reader(checkpoint, device=device, decoder=decoder, beam_width=beam_width, lm_weight=lm_weight)
+    except (OSError, CheckpointCorrupt) as exc:
+        console.print(f"cannot load {checkpoint}: {exc}")
+        raise typer.Exit(2) from None
+    failed = 0
+    for path in paths:
+        try:
+            text, confidence = reader.read(path)
+        except OSError as exc:
+            console.print(f"{path}: {exc}")
+            failed += 1
+            continue
+        typer.echo(f"{path}\t{text}\t{confidence:.4f}")
+    if failed:
+        raise typer.Exit(1)
+
+
+
+class Reader:
+    """A checkpoint's model reading one line image at a time."""
+
+    def __init__(self, checkpoint: str, *, device: str = "cpu", decoder: str = "greedy", beam_width: int = 10,
+                 lm_weight: float = 0.3) -> None:
+        from worker.trainer import load_model
+
+        self.model, state = load_model(checkpoint, device)
+        self.height = state["model_config"]["image_height"]
+        self.device, self.decoder = device, decoder
+        self.beam_width, self.lm_weight = beam_width, lm_weight
+
+    def read(self, path: Path) -> tuple[str, float]:
+        """The text and a confidence in [0, 1]: the confidence head's, else the best path's mean probability."""
+        import math
+
+        import numpy as np
+        import torch
+
+        from worker.data.real import load_line_image
+        from worker.decode import beam_search, greedy_decode
+        from worker.khmer import decode
+
+        image = load_line_image(Path(path), self.height, 32)
+        pixels = torch.from_numpy(np.asarray(image, np.float32) / 255.0)[None, None].to(self.device)
+        with torch.no_grad():
+            out = self.model(pixels, torch.tensor([pixels.shape[-1]]))
+        logits, lengths = out["logits"], out["lengths"]
+        if self.decoder == "beam":
+            lm = self.model.heads["language_modeling"] if "language_modeling" in self.model.heads else None
+            sequences, scores = beam_search(logits, lengths, self.beam_width, lm, self.lm_weight)
+        else:
+            sequences, scores = greedy_decode(logits, lengths)
+        if "confidence_logit" in out:
+            confidence = float(torch.sigmoid(out["confidence_logit"][0]))
+        else:
+            confidence = math.exp(float(scores[0]) / max(1, int(lengths[0])))
+        return decode(sequences[0]), confidence
