@@ -42,11 +42,12 @@ def test_readme_curl_blocks_run_as_printed(tmp_path):
     for number, block in enumerate(blocks, 1):
         script += [f"echo '### block {number}' >&2", block]
     script.append("echo '### all blocks passed' >&2")
-    with live_server(tmp_path) as live:
+    # a short lease so the walkthrough's killed worker is replaced in seconds, not half a minute
+    with live_server(tmp_path, {"SALA_LEASE_SECONDS": "3", "SALA_REAPER_SECONDS": "0.5"}) as live:
         env = sala_env(tmp_path, {"SALA": live.url})
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         result = subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, env=env, text=True,
-                                capture_output=True, timeout=120, check=False)
+                                capture_output=True, timeout=400, check=False)
         log = live.output()
     failed_in = re.findall(r"### block (\d+)", result.stderr)
     assert result.returncode == 0, (

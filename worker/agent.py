@@ -6,13 +6,16 @@ trainer reads between optimizer steps (so a `curl` override is applied within se
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import platform
+import tempfile
 import signal
 import threading
 import time
 import traceback
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from worker.client import LeaseLost, SalaClient
@@ -202,9 +205,9 @@ class Agent:
         log.info("run %s attempt %s: training (resume from %s)", run_id, claim["attempt"],
                  (claim.get("resume_checkpoint") or {}).get("uri"))
         try:
-            trainer = Trainer(Recipe.model_validate(claim["recipe"]), controller,
-                              artifacts_url=f"{self.artifacts_url.rstrip('/')}/run-{run_id}",
-                              device=self.device)
+            recipe = Recipe.model_validate(claim["recipe"])
+            trainer = Trainer(recipe, controller, artifacts_url=f"{self.artifacts_url.rstrip('/')}/run-{run_id}",
+                              device=self.device, teacher=self.fetch_teacher(recipe))
             status = trainer.run(resume=claim.get("resume_checkpoint"))
         except LeaseLost as lost:
             controller.close()
@@ -226,6 +229,50 @@ class Agent:
         controller.finish(status)
         log.info("run %s: %s", run_id, status)
         return status
+
+
+    def fetch_teacher(self, recipe) -> str | None:
+        """Distillation names a teacher run; fetch its chosen checkpoint through the API (the
+        teacher's files may live where this worker cannot see them) and verify its checksum."""
+        spec = recipe.loss.distillation
+        if spec is None:
+            return None
+        if "/" in spec.teacher_checkpoint:
+            return spec.teacher_checkpoint
+        listed = self.client.call("GET", f"/runs/{spec.teacher_run}/checkpoints") or []
+        kept = [c for c in listed if c["kept"]]
+        choice = _choose_checkpoint(kept, spec.teacher_checkpoint, recipe.checkpoint.best_metric)
+        target = Path(tempfile.mkdtemp(prefix="sala-teacher-")) / f"run{spec.teacher_run}-{choice['id']}.pt"
+        digest = hashlib.sha256()
+        with self.client._http.stream("GET", f"/runs/{spec.teacher_run}/checkpoints/{choice['id']}/file") as r:
+            r.raise_for_status()
+            with target.open("wb") as out:
+                for block in r.iter_bytes():
+                    digest.update(block)
+                    out.write(block)
+        if digest.hexdigest() != choice["sha256"]:
+            raise ValueError(f"teacher checkpoint {choice['id']} of run {spec.teacher_run} failed its checksum")
+        log.info("distilling from run %s checkpoint %s (epoch %s)", spec.teacher_run, choice["id"], choice["epoch"])
+        return str(target)
+
+
+def _choose_checkpoint(kept: list[dict[str, Any]], which: str, metric: str) -> dict[str, Any]:
+    from worker.recipe import lower_is_better
+
+    if not kept:
+        raise ValueError("the teacher run has no kept checkpoint")
+    if which == "latest":
+        return max(kept, key=lambda c: (c["step"], c["id"]))
+    if which == "best":
+        scored = [c for c in kept if isinstance(c["metrics"].get(metric), (int, float))]
+        if not scored:
+            return max(kept, key=lambda c: (c["step"], c["id"]))
+        pick = min if lower_is_better(metric) else max
+        return pick(scored, key=lambda c: c["metrics"][metric])
+    match = [c for c in kept if str(c["id"]) == which]
+    if not match:
+        raise ValueError(f"the teacher run has no kept checkpoint {which}")
+    return match[0]
 
 
 def _devices() -> list[str]:

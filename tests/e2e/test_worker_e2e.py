@@ -131,3 +131,21 @@ def test_server_restart_mid_run_loses_nothing(tmp_path, workers):
     assert [e["epoch"] for e in epochs] == list(range(1, 6))
     assert run["attempt"] == 1  # the worker kept its lease through the restart
 
+
+
+def test_a_run_distils_from_another_runs_best_checkpoint(tmp_path, workers):
+    with live_server(tmp_path) as server:
+        api = server.api
+        teacher = httpx.post(f"{api}/runs", json={"name": "teacher", "recipe": epochs_long(2)}).json()["id"]
+        workers.start(server.url, "w1")
+        wait_for(lambda: status_of(api, teacher) == "completed", 180, "the teacher run",
+                 diagnostics=workers.logs)
+        student_recipe = epochs_long(2)
+        student_recipe["loss"] = {**student_recipe["loss"],
+                                  "distillation": {"teacher_run": str(teacher), "temperature": 2.0, "alpha": 0.5}}
+        student = httpx.post(f"{api}/runs", json={"name": "student", "recipe": student_recipe}).json()["id"]
+        wait_for(lambda: status_of(api, student) in ("completed", "failed"), 180, "the student run",
+                 diagnostics=workers.logs)
+        run = get(api, f"/runs/{student}")
+    assert run["status"] == "completed", run["error"]
+    assert f"distilling from run {teacher} checkpoint" in workers.logs()
