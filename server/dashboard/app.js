@@ -17,6 +17,19 @@ const WORKER_KINDS = new Set(["stage_set", "stage_advance", "stage_hold", "lr_se
 const LEASE_ENDS = new Set(["claimed", "run_paused", "run_stopped", "run_completed", "run_failed", "released",
   "lease_expired", "fenced"]);
 
+// the worker's task heads (worker/recipe.py TASK_TYPES): one colour each, the same on every chart
+const TASKS = ["character_recognition", "confidence_prediction", "hierarchical_classification", "sequence_segmentation",
+  "language_modeling"];
+const TOTAL_COLOUR = "#000000";
+function taskColour(task, i) {
+  const k = TASKS.indexOf(task);
+  return k >= 0 ? PALETTE[k] : PALETTE[(TASKS.length + i) % (PALETTE.length - 1)];
+}
+// training loss series of an epoch report: `train_loss` (the weighted total) and `train_loss_<task>`;
+// `loss_<task>` is the same per-task loss in older reports and in the step scalars
+const LOSS_KEY = /^(train_loss(_.+)?|loss(_.+)?)$/;
+const taskOfLoss = (k) => k.replace(/^(train_)?loss_?/, "") || "total";
+
 const view = document.getElementById("view");
 let current = null; // the mounted view: {stop()}
 
@@ -310,6 +323,7 @@ function runView(runId) {
   const state = {
     run: null, stages: null, epochs: [], steps: [], events: new Map(), checkpoints: [],
     lastEpoch: -1, lastStep: -1, lastEvent: 0, tracked: new Set(), checkpointKey: null, stagesKey: null,
+    metric: params.get("metric") || null, metricKeys: "",
   };
   const el = {
     head: h("section", { class: "card run-head-card" }),
@@ -322,19 +336,24 @@ function runView(runId) {
     checkpoints: h("tbody", { id: "checkpoints" }),
     latest: h("dl", { class: "kv", id: "latest" }),
     recs: h("div", { id: "recommendations" }),
+    metricSelect: h("select", { id: "metric-select", "aria-label": "Metric to chart" }),
   };
   const charts = {};
   for (const [key, title, note] of [
-    ["loss", "Training loss per task", "vs epoch"],
+    ["loss", "Training loss per task", "train_loss (total, weighted) and train_loss_<task>"],
     ["val", "Validation CER and sequence accuracy", "dashed: each stage's success threshold"],
-    ["lr", "Effective learning rate", "log scale"],
-    ["steps", "Step-level loss", "downsampled step scalars"],
-    ["weights", "Task weights", "vs epoch"],
+    ["lr", "Effective learning rate", "effective = schedule × stage multiplier × override"],
+    ["steps", "Step-level loss", "downsampled step scalars: loss and loss_<task>"],
+    ["weights", "Task weights", "task_weight_<task>: the weighting's current multipliers"],
+    ["metric", "Any epoch metric", "every metric the worker reports, one at a time"],
   ]) {
     charts[key] = h("div", { class: "chart", "data-chart": key });
-    el.charts.append(h("figure", { class: "card chart-card" }, h("h3", {}, title), charts[key],
+    const heading = key === "metric"
+      ? h("div", { class: "chart-head" }, h("h3", {}, title), el.metricSelect) : h("h3", {}, title);
+    el.charts.append(h("figure", { class: "card chart-card" }, heading, charts[key],
       h("p", { class: "chart-note" }, note)));
   }
+  el.metricSelect.addEventListener("change", () => { state.metric = el.metricSelect.value; renderCharts(); });
   view.replaceChildren(
     h("p", {}, h("a", { href: "#/" }, "← all runs")),
     el.head, el.controls,
@@ -580,8 +599,10 @@ function runView(runId) {
     const stepMarkers = applied.map((e) => ({ ...epochMarkers.find((m) => m.id === e.id), x: e.applied_step }));
     const xMax = Math.max(run.epoch, eps.length ? eps[eps.length - 1].epoch : 0, 1);
 
-    const lossKeys = [...keys].filter((k) => /^(train_.*loss|loss_|train_loss)/.test(k) || (k.startsWith("train_") && k.endsWith("_loss")));
-    lineChart(charts.loss, { title: "training loss", xLabel: "epoch", series: series(lossKeys), bands, markers: epochMarkers, xMin: 0, xMax });
+    const lossKeys = [...keys].filter((k) => LOSS_KEY.test(k));
+    const hasTrainLoss = lossKeys.some((k) => k.startsWith("train_loss"));
+    lineChart(charts.loss, { title: "training loss", xLabel: "epoch", logY: "auto", bands, markers: epochMarkers, xMin: 0, xMax,
+      series: lossSeries(lossKeys.filter((k) => !hasTrainLoss || k.startsWith("train_")), numeric) });
 
     // validation: CER and sequence accuracy, plus each stage's own metric; thresholds per stage visit
     const stageDefs = state.stages?.stages || [];
@@ -610,19 +631,44 @@ function runView(runId) {
     const lrPoints = eps.map((e) => [e.epoch, Number(e.lr?.effective)]).filter((p) => Number.isFinite(p[1]));
     const schedPoints = eps.map((e) => [e.epoch, Number(e.lr?.schedule)]).filter((p) => Number.isFinite(p[1]));
     lineChart(charts.lr, { title: "effective lr", xLabel: "epoch", logY: true, bands, markers: epochMarkers, xMin: 0, xMax,
-      series: [{ name: "effective", points: lrPoints, color: PALETTE[1] }, { name: "schedule", points: schedPoints, color: PALETTE[0], dash: "5 3" }] });
+      series: [{ name: "effective", points: lrPoints, color: PALETTE[1], stepped: true },
+        { name: "schedule", points: schedPoints, color: PALETTE[0], dash: "5 3", stepped: true }] });
 
     const stepKeys = new Set();
-    for (const s of state.steps) for (const k in s) if (k !== "step") stepKeys.add(k);
-    let shown = [...stepKeys].filter((k) => k.includes("loss"));
-    if (!shown.length) shown = [...stepKeys].filter((k) => !/lr/.test(k));
-    lineChart(charts.steps, { title: "step loss", xLabel: "step", markers: stepMarkers.filter((m) => m.x !== undefined), xMin: 0,
-      series: shown.sort().map((k, i) => ({ name: k, color: PALETTE[i % PALETTE.length],
-        points: state.steps.filter((s) => typeof s[k] === "number").map((s) => [s.step, s[k]]) })) });
+    for (const s of state.steps) for (const k in s) if (k !== "step" && k !== "points") stepKeys.add(k);
+    const stepPoints = (k) => state.steps.filter((s) => typeof s[k] === "number").map((s) => [s.step, s[k]]);
+    let stepSeries = lossSeries([...stepKeys].filter((k) => LOSS_KEY.test(k)), stepPoints);
+    if (!stepSeries.length) {
+      stepSeries = [...stepKeys].filter((k) => !/lr|grad|scale|samples/.test(k)).sort()
+        .map((k, i) => ({ name: k, points: stepPoints(k), color: PALETTE[i % PALETTE.length] }));
+    }
+    lineChart(charts.steps, { title: "step loss", xLabel: "step", logY: "auto", markers: stepMarkers.filter((m) => m.x !== undefined),
+      xMin: 0, series: stepSeries });
 
-    const weightKeys = [...keys].filter((k) => k.startsWith("task_weight_"));
+    const weightKeys = [...keys].filter((k) => k.startsWith("task_weight_")).sort();
     lineChart(charts.weights, { title: "task weights", xLabel: "epoch", bands, markers: epochMarkers, xMin: 0, xMax,
-      series: weightKeys.sort().map((k, i) => ({ name: k.replace(/^task_weight_/, ""), points: numeric(k), color: PALETTE[i % PALETTE.length] })) });
+      series: weightKeys.map((k, i) => {
+        const task = k.replace(/^task_weight_/, "");
+        return { name: task, points: numeric(k), color: taskColour(task, i) };
+      }) });
+
+    // any other metric, picked from the select (remembered while the page is open; ?metric= preselects one)
+    const metricKeys = [...keys].filter((k) => eps.some((e) => typeof e.metrics[k] === "number")).sort();
+    if (metricKeys.join("|") !== state.metricKeys) {
+      state.metricKeys = metricKeys.join("|");
+      el.metricSelect.replaceChildren(...metricKeys.map((k) => h("option", { value: k }, k)));
+    }
+    const fallback = ["val_loss", "val_cer", "train_loss"].find((k) => metricKeys.includes(k)) || metricKeys[0];
+    const metric = metricKeys.includes(state.metric) ? state.metric : fallback;
+    if (metric) el.metricSelect.value = metric;
+    lineChart(charts.metric, { title: metric || "metric", xLabel: "epoch", logY: "auto", bands, markers: epochMarkers, xMin: 0, xMax,
+      series: metric ? [{ name: metric, points: numeric(metric), color: PALETTE[0] }] : [] });
+  }
+
+  // total first (black), then one colour per task, as on the other charts
+  function lossSeries(keys, pointsOf) {
+    return keys.map((k) => [k, taskOfLoss(k)]).sort(([, a], [, b]) => (a === "total" ? -1 : b === "total" ? 1 : a.localeCompare(b)))
+      .map(([k, task], i) => ({ name: task, key: k, points: pointsOf(k), color: task === "total" ? TOTAL_COLOUR : taskColour(task, i) }));
   }
 
   function renderTimeline() {

@@ -31,13 +31,32 @@ function ticks(lo, hi, count) {
 }
 
 function logTicks(lo, hi) {
-  const out = [];
   if (!(lo > 0) || !Number.isFinite(hi)) return [];
-  for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) {
-    const v = 10 ** e;
-    if (v >= lo * 0.999 && v <= hi * 1.001) out.push(v);
+  const e0 = Math.floor(Math.log10(lo)), e1 = Math.ceil(Math.log10(hi));
+  const steps = e1 - e0 <= 2 ? [1, 2, 5] : [1]; // few decades: 1-2-5 ticks, else powers of ten
+  const out = [];
+  for (let e = e0; e <= e1; e++) {
+    for (const k of steps) {
+      const v = +(k * 10 ** e).toPrecision(6);
+      if (v >= lo * 0.999 && v <= hi * 1.001) out.push(v);
+    }
   }
   return out.length >= 2 ? out : [lo, hi];
+}
+
+// logY: "auto" → a log axis when every value is positive and they span more than `ratio`×
+// (losses of several tasks, whose scales differ by orders of magnitude).
+export function wantsLog(series, ratio = 30) {
+  let lo = Infinity, hi = -Infinity;
+  for (const s of series) {
+    for (const [, y] of s.points) {
+      if (!Number.isFinite(y)) continue;
+      if (y <= 0) return false;
+      if (y < lo) lo = y;
+      if (y > hi) hi = y;
+    }
+  }
+  return Number.isFinite(lo) && hi / lo > ratio;
 }
 
 export function formatNumber(v) {
@@ -79,10 +98,11 @@ export function downsample(points, x0, x1, width) {
 }
 
 /**
- * spec: {title, xLabel, series: [{name, points: [[x, y]], color?, dash?}], bands: [{x0, x1, color, label}],
- *        markers: [{x, label, title, id}], hlines: [{x0, x1, y, label, color}], logY, yMin, yMax, height}
+ * spec: {title, xLabel, series: [{name, points: [[x, y]], color?, dash?, stepped?}], bands: [{x0, x1, color, label}],
+ *        markers: [{x, label, title, id}], hlines: [{x0, x1, y, label, color}], logY (true | "auto"), yMin, yMax, height}
  */
 export function lineChart(el, spec) {
+  if (spec.logY === "auto") spec = { ...spec, logY: wantsLog(spec.series) };
   const width = Math.max(260, Math.floor(el.clientWidth || 600));
   const height = spec.height || 220;
   const m = { left: 52, right: 12, top: 18, bottom: 30 };
@@ -109,6 +129,7 @@ export function lineChart(el, spec) {
   if (x1 <= x0) x1 = x0 + 1;
   if (y1 <= y0) { const pad = Math.abs(y0) * 0.1 || (spec.logY ? y0 * 0.5 : 1); y0 -= pad; y1 += pad; }
   if (!spec.logY) { const pad = (y1 - y0) * 0.05; y0 = spec.yMin === y0 ? y0 : y0 - pad; y1 += pad; }
+  else { const pad = 10 ** ((Math.log10(y1) - Math.log10(y0)) * 0.06); y0 /= pad; y1 *= pad; }
 
   const X = (x) => m.left + ((x - x0) / (x1 - x0)) * w;
   const ly0 = spec.logY ? Math.log10(y0) : 0, ly1 = spec.logY ? Math.log10(y1) : 0;
@@ -152,6 +173,7 @@ export function lineChart(el, spec) {
   }
   grid.append(svg("rect", { x: m.left, y: m.top, width: w, height: h, class: "frame" }));
   if (spec.xLabel) grid.append(svg("text", { x: m.left + w, y: height - 2, "text-anchor": "end", class: "axis-label" }, spec.xLabel));
+  if (spec.logY) grid.append(svg("text", { x: 2, y: m.top - 6, class: "axis-label" }, "log scale"));
   root.append(grid);
 
   const plot = svg("g", { "clip-path": `url(#${clip})` });
@@ -170,7 +192,10 @@ export function lineChart(el, spec) {
     let pen = false;
     for (const [x, y] of pts) {
       if (!Number.isFinite(y) || (spec.logY && y <= 0)) { pen = false; continue; }
-      d += `${pen ? "L" : "M"}${X(x).toFixed(1)},${Y(y).toFixed(1)}`;
+      // stepped: the value holds over the interval that ends at its x (an epoch's lr), so the
+      // line changes level where that interval starts
+      d += pen ? (s.stepped ? `V${Y(y).toFixed(1)}H${X(x).toFixed(1)}` : `L${X(x).toFixed(1)},${Y(y).toFixed(1)}`)
+        : `M${X(x).toFixed(1)},${Y(y).toFixed(1)}`;
       pen = true;
     }
     plot.append(svg("path", { d, fill: "none", stroke: color, "stroke-width": 1.8, "stroke-dasharray": s.dash,
@@ -230,6 +255,7 @@ export function lineChart(el, spec) {
   el.dataset.points = String(total);
   el.dataset.markers = String((spec.markers || []).length);
   el.dataset.bands = String((spec.bands || []).length);
+  el.dataset.log = spec.logY ? "true" : "false";
 }
 
 function nearest(points, x) {
