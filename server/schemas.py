@@ -101,6 +101,8 @@ class RunOut(BaseModel):
     stage_held: bool
     stage_count: int
     attempt: int
+    restarts: int
+    rollbacks: int
     max_restarts: int
     priority: int
     tags: list[str]

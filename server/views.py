@@ -12,6 +12,7 @@ def run_out(run: Run, *, with_recipe: bool = False) -> RunOut:
         id=run.id, name=run.name, status=run.status,
         stage=StageRef(index=run.stage_index + 1, name=runs.stage_name(run, run.stage_index) or ""),
         stage_held=run.stage_held, stage_count=len(runs.stages_of(run)), attempt=run.attempt,
+        restarts=run.restarts, rollbacks=run.rollbacks,
         max_restarts=run.max_restarts, priority=run.priority, tags=list(run.tags), epoch=run.epoch,
         step=run.step, max_epochs=run.recipe["training"]["max_epochs"], lr=runs.lr_parts(run),
         worker_id=run.worker_id, parent_run_id=run.parent_run_id, error=run.error,

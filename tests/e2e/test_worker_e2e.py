@@ -108,7 +108,7 @@ def test_kill_9_worker_then_another_resumes_without_gaps(tmp_path, workers):
         epochs = get(api, f"/runs/{rid}/epochs")["items"]
         kinds = [e["kind"] for e in get(api, f"/runs/{rid}/events")["items"]]
     assert [e["epoch"] for e in epochs] == list(range(1, 7))
-    assert run["attempt"] == 2 and "lease_expired" in kinds
+    assert run["attempt"] == 2 and run["restarts"] == 1 and "lease_expired" in kinds
     assert {e["attempt"] for e in epochs} == {1, 2}
 
 

@@ -227,3 +227,26 @@ def test_step_scalars_roll_up_beyond_the_horizon(app, client):
     assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 999
     first = points[0]
     assert first["points"] == 10 and first["loss"] == sum(range(10)) / 10  # a rollup is the bucket's mean
+
+
+def test_recommendations_are_shown_and_opted_in_ones_applied_once(client):
+    stages = [dict(s, success_threshold=0.99, min_epochs=1, max_epochs=20, patience=20)
+              for s in TINY_RECIPE["curriculum"]["stages"]]
+    recipe = {**TINY_RECIPE, "training": {**TINY_RECIPE["training"], "max_epochs": 30},
+              "curriculum": {"stages": stages}, "auto_apply": ["plateau"]}
+    plain = {**recipe, "auto_apply": []}
+    wid = register(client)
+    auto = create_run(client, name="auto", recipe=recipe, priority=1)
+    advice = create_run(client, name="advice", recipe=plain)
+    auto_lease = claim(client, wid).json()["lease_token"]
+    advice_lease = claim(client, wid).json()["lease_token"]
+    for n in range(1, 6):  # five flat epochs: a plateau
+        last_auto = epoch(client, auto["id"], auto_lease, n, 1, 0.3).json()["directive"]
+        last_advice = epoch(client, advice["id"], advice_lease, n, 1, 0.3).json()["directive"]
+    assert last_auto["stage"]["index"] == 2 and last_advice["stage"]["index"] == 1
+    shown = client.get(f"{API}/runs/{advice['id']}/stages").json()["recommendations"]
+    assert [r["kind"] for r in shown] == ["plateau"] and shown[0]["evidence"]["spread"] == 0
+    moves = client.get(f"{API}/runs/{auto['id']}/stages").json()["transitions"]
+    assert moves[-1]["from_stage"] == 1 and moves[-1]["to_stage"] == 2 and moves[-1]["actor"] == "curriculum"
+    kinds = [e["kind"] for e in client.get(f"{API}/runs/{auto['id']}/events").json()["items"]]
+    assert kinds.count("auto_action") == 1
