@@ -6,24 +6,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
 
-from tests.conftest import create_pg_database, drop_pg_database
 from tests.live import live_server
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def server_env(request, tmp_path):
-    if request.param == "sqlite":
-        yield {}
-        return
-    url = create_pg_database()
-    yield {"SALA_DATABASE_URL": url}
-    drop_pg_database(url)
-
-
-def test_fifty_runs_four_workers_each_claimed_once(tmp_path, server_env):
-    with live_server(tmp_path, server_env) as server:
+def test_fifty_runs_four_workers_each_claimed_once(tmp_path, database_env):
+    with live_server(tmp_path, database_env) as server:
         with httpx.Client(base_url=server.api, timeout=30) as http:
             created = [http.post("/runs", json={"name": f"r{i}"}).json()["id"] for i in range(50)]
 
