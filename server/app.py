@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+
+import anyio.to_thread
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,9 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from server import leases, migrate
-from server.db import make_engine, make_sessionmaker, writer
+from server.db import IN_FLIGHT, THREADS, make_engine, make_sessionmaker, writer
 from server.errors import error_body, install_handlers
-from server.limits import BodyLimit
+from server.schemas import ErrorBody
+from server.limits import BodyLimit, ConcurrencyLimit
 from server.observability import Metrics
 from server.routes import control, observe, runs, tokens, workers
 from server.settings import Settings, get_settings
@@ -43,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     app.middleware("http")(app.state.metrics.middleware())
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ConcurrencyLimit, limit=IN_FLIGHT)
     for module in (runs, control, observe, tokens, workers):
         app.include_router(module.router, prefix=API_PREFIX)
     _service_routes(app)
@@ -51,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
+    anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
     reaper = asyncio.create_task(_reap_forever(app))
     try:
         yield
@@ -81,7 +86,7 @@ def _service_routes(app: FastAPI) -> None:
     def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["service"])
+    @app.get("/readyz", tags=["service"], responses={503: {"model": ErrorBody, "description": "not ready"}})
     def readyz() -> JSONResponse:
         try:
             with app.state.engine.connect() as conn:
@@ -93,7 +98,8 @@ def _service_routes(app: FastAPI) -> None:
             return JSONResponse(error_body("not_ready", f"database unreachable: {type(exc).__name__}"), 503)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics", tags=["service"])
+    @app.get("/metrics", tags=["service"], response_class=Response,
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
     def metrics() -> Response:
         app.state.metrics.refresh()
         return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

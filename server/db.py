@@ -9,6 +9,12 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Sync endpoints run on AnyIO's worker threads (THREADS, set in app.py). A request holds at most one
+# connection at a time and at most IN_FLIGHT requests are admitted, so the pool, which can grow
+# past that, never makes a request wait for a connection another waiting request holds.
+THREADS = 32
+IN_FLIGHT = 40  # requests admitted at once (server/limits.py); each holds one connection at most
+POOL = {"pool_size": 10, "max_overflow": IN_FLIGHT, "pool_timeout": 10}
 
 
 def make_engine(url: str) -> Engine:
@@ -17,13 +23,14 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            **({} if ":memory:" in url else POOL),
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own BEGIN handling defers locks; issue BEGIN ourselves (SQLAlchemy docs recipe),
         # IMMEDIATE for writers so two writers queue on the busy timeout instead of deadlocking.
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, **POOL)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -12,10 +12,13 @@ from server.auth import TOUCH_EVERY, Principal, authenticate, authorize, touch
 from server.models import utcnow
 
 
-def get_db(request: Request) -> Iterator[Session]:
+async def get_db(request: Request) -> AsyncIterator[Session]:
     """The request's one transaction: committed when the endpoint returns, rolled back on error.
-    scope="function" (below) makes this run before the response is sent, so a failed commit
-    is reported to the client instead of hidden behind a 2xx."""
+
+    scope="function" (below) runs the commit before the response is sent, so a failed commit is
+    reported to the client instead of hidden behind a 2xx. The dependency is async on purpose: its
+    commit then runs on the event loop instead of waiting for a worker thread, and a finished
+    request can never hold its connection while every thread waits for one (a pool deadlock)."""
     reads_only = request.method in ("GET", "HEAD", "OPTIONS")
     factory = request.app.state.sessionmaker if reads_only else request.app.state.write_sessionmaker
     with factory() as session:

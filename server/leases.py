@@ -241,6 +241,8 @@ def alert(db: Session, run: Run, kind: str, detail: dict[str, Any], actor: str) 
     half the lr, `training.max_rollbacks` times; after that the run fails with the reason.
     Returns the action the worker must take now (rollback | fail), or None."""
     events.record(db, run.id, "alert", actor, alert=kind, **{k: v for k, v in detail.items() if k != "kind"})
+    if kind == "corrupt_checkpoint":
+        return _drop_corrupt(db, run, detail)
     if kind != "nonfinite":
         return None
     limit = run.recipe["training"].get("max_rollbacks", 2)
@@ -256,4 +258,17 @@ def alert(db: Session, run: Run, kind: str, detail: dict[str, Any], actor: str) 
     events.record(db, run.id, "rollback", "server", needs_worker=False, rollback=run.rollbacks,
                   lr_scale=run.lr_override_scale, checkpoint_id=checkpoint.id if checkpoint else None,
                   reason=f"{detail.get('consecutive')} non-finite losses in a row")
+    return "rollback"
+
+
+def _drop_corrupt(db: Session, run: Run, detail: dict[str, Any]) -> str | None:
+    """A checkpoint that failed verification leaves the run's kept set, so the next claim resumes
+    from the one before it; the worker releases the run without it counting as a restart."""
+    checkpoint = db.get(Checkpoint, int(detail.get("checkpoint_id") or 0))
+    if checkpoint is None or checkpoint.run_id != run.id or not checkpoint.kept:
+        return None  # a fork's parent checkpoint is not this run's to drop: the run fails instead
+    checkpoint.kept = False
+    checkpoint.deleted_at = utcnow()
+    events.record(db, run.id, "checkpoint_corrupt", "server", checkpoint_id=checkpoint.id, uri=checkpoint.uri,
+                  reason=str(detail.get("reason", ""))[:300])
     return "rollback"

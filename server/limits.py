@@ -32,19 +32,23 @@ class BodyLimit:
                     raise _TooLarge
             return message
 
-        started = False
+        refused = False
 
         async def tracked_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+            nonlocal refused
+            if too_large:  # whatever the app answers to a body cut short, the client hears 413
+                if not refused:
+                    refused = True
+                    await self._refuse(send)
+                return
             await send(message)
 
         try:
             await self.app(scope, counted_receive, tracked_send)
         except _TooLarge:
-            if not started:
-                await self._refuse(send)
+            pass
+        if too_large and not refused:
+            await self._refuse(send)
 
     async def _refuse(self, send):
         body = json.dumps(error_body("payload_too_large",
@@ -57,3 +61,25 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class ConcurrencyLimit:
+    """Admission control: at most `limit` requests in flight; the rest wait on the event loop,
+    holding nothing. Each request holds at most one pooled connection at a time, so with the limit
+    below the pool's size no request ever waits for a connection that a queued request holds
+    (without it, 100 pollers exhausted the pool while finished requests waited for a thread).
+    Long-polls and streams are exempt: they hold no connection while they wait."""
+
+    EXEMPT_SUFFIXES = ("/claim", "/events/stream")
+
+    def __init__(self, app, limit: int):
+        import anyio
+
+        self.app = app
+        self.slots = anyio.Semaphore(limit)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"].endswith(self.EXEMPT_SUFFIXES):
+            return await self.app(scope, receive, send)
+        async with self.slots:
+            await self.app(scope, receive, send)

@@ -247,6 +247,15 @@ class HeartbeatBody(Request):
     scalars: list[dict[str, float | int | None]] = Field(default_factory=list, max_length=2000)
     applied: list[AppliedEvent] = Field(default_factory=list, max_length=1000)
 
+    @field_validator("scalars")
+    @classmethod
+    def _every_point_has_a_step(cls, points: list[dict[str, float | int | None]]) -> list[dict]:
+        for i, point in enumerate(points):
+            step = point.get("step")
+            if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= 2**62:
+                raise ValueError(f"scalars[{i}] needs an integer 'step' ≥ 0")
+        return points
+
 
 class EpochBody(Request):
     lease_token: LeaseToken
@@ -281,3 +290,29 @@ class AlertBody(Request):
     lease_token: LeaseToken
     kind: Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z_]+$")]
     detail: MetricMap = Field(default_factory=dict)
+
+
+class ErrorItem(BaseModel):
+    path: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorItem]
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: 400 malformed, 401, 403, 404, 409 (state or stale lease), 413, 422."""
+
+    error: ErrorDetail
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in {
+        400: "malformed request", 401: "no or bad token", 403: "the token's role may not do this",
+        404: "unknown id", 409: "conflicts with the run's state, or a stale lease", 413: "body too large",
+        422: "failed validation; `details` name every field path",
+    }.items()
+}

@@ -22,8 +22,19 @@ def _split(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, path
 
 
+def check_uri(uri: str) -> None:
+    """Refuse what must never be opened at all: chained filesystems and unknown protocols.
+    Checked on the string, before fsspec instantiates anything the URI names."""
+    protocol = fsspec.core.split_protocol(uri)[0] or "file"
+    if "::" in uri or protocol not in fsspec.available_protocols():
+        raise Forbidden("checkpoint URI names a filesystem this server does not open")
+
+
 def inside_root(root_url: str, uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """Resolve `uri` and refuse it unless it lies under the store root (no `..`, no symlink escape)."""
+    check_uri(uri)
+    if (fsspec.core.split_protocol(uri)[0] or "file") != (fsspec.core.split_protocol(root_url)[0] or "file"):
+        raise Forbidden("checkpoint is not in this server's artifact store")
     root_fs, root = _split(root_url)
     fs, path = _split(uri)
     if type(fs) is not type(root_fs):

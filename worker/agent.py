@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from worker.checkpoints import CheckpointCorrupt
 from worker.client import LeaseLost, SalaClient
 from worker.controller import Directive, EpochSummary, SavedCheckpoint
 
@@ -217,6 +218,18 @@ class Agent:
             log.warning("run %s: %s", run_id, rollback)
             controller.finish("queued")
             return "queued"
+        except CheckpointCorrupt as corrupt:
+            resume = claim.get("resume_checkpoint") or {}
+            if corrupt.uri != resume.get("uri"):
+                raise
+            log.error("run %s: %s; asking to resume from the one before", run_id, corrupt)
+            try:  # the server drops it from the run and answers rollback: release, resume from the previous
+                controller.alert("corrupt_checkpoint", {"checkpoint_id": resume["id"], "reason": corrupt.reason})
+            except Rollback:
+                controller.finish("queued")
+                return "queued"
+            controller.finish("failed", str(corrupt))
+            return "failed"
         except RunFailed as failed:
             controller.finish("failed", str(failed))
             return "failed"

@@ -106,14 +106,37 @@ class Section(BaseModel):
 
 class ModelSpec(Section):
     arch: Literal["crnn"] = Field("crnn", description="recogniser: conv backbone + BiLSTM + CTC")
-    image_height: int = Field(32, ge=16, le=256, description="pixel height lines are scaled to")
-    hidden_size: int = Field(256, ge=16, le=4096, description="BiLSTM hidden units per direction")
+    image_height: int = Field(
+        32, ge=16, le=256, description="pixel height lines are scaled to (a multiple of 16: four pools halve it)"
+    )
+    hidden_size: int = Field(128, ge=16, le=4096, description="BiLSTM hidden units per direction")
     conv_channels: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
-        default_factory=lambda: [64, 128, 256, 256, 512, 512],
-        min_length=1, max_length=16, description="output channels of each conv block",
+        default_factory=lambda: [32, 64, 128, 256],
+        description="output channels of each of the four conv blocks (exactly 4 entries)",
     )
     lstm_layers: int = Field(2, ge=1, le=8, description="stacked BiLSTM layers")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout between recurrent layers")
+
+    @field_validator("image_height")
+    @classmethod
+    def _height_pools(cls, height: int) -> int:
+        """The CRNN halves the height four times and keeps what is left as features."""
+        if height % 16:
+            raise _problem(
+                f"image_height must be a multiple of 16 (the backbone halves it four times); got {height}, "
+                f"try {max(16, round(height / 16) * 16)}", "",
+            )
+        return height
+
+    @field_validator("conv_channels")
+    @classmethod
+    def _four_blocks(cls, channels: list[int]) -> list[int]:
+        if len(channels) != 4:
+            raise _problem(
+                f"conv_channels must list exactly 4 widths, one per conv block of the CRNN "
+                f"(e.g. [32, 64, 128, 256]); got {len(channels)}", "",
+            )
+        return channels
 
 
 class SyntheticData(Section):
@@ -306,6 +329,10 @@ class LossSpec(Section):
 class ValidationSpec(Section):
     samples_per_stage: int = Field(512, ge=1, le=1_000_000, description="validation samples per stage")
     every_epochs: int = Field(1, ge=1, le=10_000, description="validate every N epochs")
+    overall_samples: int = Field(
+        32, ge=0, le=100_000,
+        description="samples per content in a fixed set over every stage's content (val_overall_*); 0 = off",
+    )
     fonts: list[Name] | None = Field(
         None, max_length=256, description="held-out fonts; null = the training fonts"
     )

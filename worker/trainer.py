@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Iterator, Mapping
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Subset
+from torch.utils.data import ConcatDataset, Subset
 
 from worker.checkpoints import CheckpointInfo, CheckpointManager, capture_rng, load_checkpoint, restore_rng
 from worker.controller import Controller, Directive, EpochSummary, SavedCheckpoint
@@ -82,20 +83,10 @@ def model_config(recipe: Recipe) -> dict[str, Any]:
     """What it takes to rebuild the network; stored in every checkpoint so `predict` needs no recipe."""
     m = recipe.model
     return {
-        "image_height": m.image_height, "channels": backbone_channels(m.conv_channels),
+        "image_height": m.image_height, "channels": list(m.conv_channels),
         "hidden_size": m.hidden_size, "lstm_layers": m.lstm_layers, "dropout": m.dropout,
         "tasks": enabled_tasks(recipe), "num_classes": NUM_CLASSES, "charset": CHARSET_VERSION,
     }
-
-
-def backbone_channels(channels: list[int]) -> list[int]:
-    """The CRNN has four conv blocks; a longer recipe list is thinned to four, keeping its last width."""
-    if len(channels) == 4:
-        return list(channels)
-    if len(channels) < 4:
-        return [channels[min(i, len(channels) - 1)] for i in range(4)]
-    picks = [round(i * (len(channels) - 1) / 3) for i in range(4)]
-    return [channels[i] for i in picks]
 
 
 def class_categories() -> list[int]:
@@ -148,6 +139,20 @@ def build_lr(recipe: Recipe, optimizer: torch.optim.Optimizer) -> LRController:
         monitor=s.plateau_metric, plateau_patience=s.plateau_patience, plateau_factor=s.plateau_factor,
         plateau_min_lr=s.plateau_min_lr, rewarmup_epochs=s.rewarmup_epochs,
     )
+
+
+def cpu_threads(data_workers: int) -> int:
+    """Intra-op threads for training on CPU: the cores left after the DataLoader workers, at least one.
+
+    OpenMP threads spin while they wait for each other, so a model using every core next to busy
+    data workers (or anything else on the machine) runs many times slower, not a little: on a
+    shared 2-core box a step with 2 threads took 5-15x longer than with 1 (docs/TRAINING.md,
+    Throughput). ``OMP_NUM_THREADS``, when set, wins.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - data_workers)
 
 
 def resolve_device(setting: str | torch.device | None) -> torch.device:
@@ -356,6 +361,9 @@ class Trainer:
         self.recipe, self.controller = recipe, controller
         self.stages = recipe.curriculum.stages
         self.device = resolve_device(device or recipe.training.device)
+        if self.device.type == "cpu" and torch.get_num_threads() != (threads := cpu_threads(recipe.data.workers)):
+            log.info("training on CPU with %s intra-op threads (%s data workers)", threads, recipe.data.workers)
+            torch.set_num_threads(threads)
         seed_everything(recipe.seed)
         self.sources = sources or data_sources(recipe)
         self.model = build_model(model_config(recipe)).to(self.device)
@@ -371,6 +379,7 @@ class Trainer:
         self.checkpoints = CheckpointManager(root, compress=c.compression == "zstd", keep_last=c.keep_last,
                                              keep_best=c.keep_best, metric=c.best_metric)
         self.val_sets: dict[str, list[dict[str, Any]]] = {}
+        self.overall_set: list[dict[str, Any]] | None = None
         # Where training stands: epochs done, micro-batches done in this epoch, optimizer steps done.
         self.epoch, self.micro, self.step, self.stage = 0, 0, 0, 0
         self.lr.set_stage_multiplier(self.stages[0].lr_multiplier)
@@ -459,6 +468,7 @@ class Trainer:
         metrics = self.stats.metrics() | self.side_metrics()
         if self.epoch % self.recipe.validation.every_epochs == 0 or self.epoch >= self.recipe.training.max_epochs:
             metrics |= evaluate(self.model, self.val_batches(), self.device, self.amp)
+            metrics |= self.overall_metrics()
         self.lr.step_epoch(self.epoch, metrics.get(self.recipe.scheduler.plateau_metric))
         summary = EpochSummary(
             epoch=self.epoch, stage=self.stage, step=self.step, metrics=metrics, lr=self.lr.parts(),
@@ -557,6 +567,20 @@ class Trainer:
             self.val_sets[content] = list(make_loader(data, self.recipe.training.batch_size,
                                                       self.recipe.data.workers, generator=torch.Generator()))
         return self.val_sets[content]
+
+    def overall_metrics(self) -> dict[str, float]:
+        """CER and sequence accuracy on a fixed set drawn from every stage's content, so progress
+        on the whole curriculum is visible beside the current stage's own validation."""
+        samples = self.recipe.validation.overall_samples
+        if samples == 0:
+            return {}
+        if self.overall_set is None:
+            contents = list(dict.fromkeys(s.content for s in self.stages))
+            sets = [build_val_dataset(self.sources, c, seed=self.recipe.seed + 1, samples=samples) for c in contents]
+            self.overall_set = list(make_loader(ConcatDataset(sets), self.recipe.training.batch_size,
+                                                self.recipe.data.workers, generator=torch.Generator()))
+        found = evaluate(self.model, self.overall_set, self.device, self.amp)
+        return {"val_overall_cer": found["val_cer"], "val_overall_sequence_accuracy": found["val_sequence_accuracy"]}
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

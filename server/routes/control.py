@@ -6,10 +6,10 @@ from fastapi import APIRouter
 
 from server import runs
 from server.deps import DB, Operator, Reader
-from server.schemas import DbId, Accepted, LrOut, LrOverride, ReasonBody, StageHold, StageJump, StageRef, StagesOut
+from server.schemas import ERRORS, DbId, Accepted, LrOut, LrOverride, ReasonBody, StageHold, StageJump, StageRef, StagesOut
 from server.views import event_out, run_out, transition_out
 
-router = APIRouter(prefix="/runs/{run_id}", tags=["control"])
+router = APIRouter(prefix="/runs/{run_id}", tags=["control"], responses=ERRORS)
 
 
 @router.get("/stages", response_model=StagesOut)

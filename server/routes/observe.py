@@ -12,11 +12,11 @@ from server import events, runs
 from server.deps import DB, Reader
 from server.errors import NotFound
 from server.models import Checkpoint, EpochReport, StepScalar, Worker
-from server.schemas import DbId, CheckpointOut, EventPage, Page
+from server.schemas import ERRORS, DbId, CheckpointOut, EventPage, Page
 from server.storage import stream_file
 from server.views import checkpoint_out, epoch_out, event_out
 
-router = APIRouter(tags=["observe"])
+router = APIRouter(tags=["observe"], responses=ERRORS)
 
 Limit = Annotated[int, Query(ge=1, le=5000)]
 
@@ -66,7 +66,8 @@ def list_checkpoints(run_id: DbId, db: DB, _: Reader) -> list[CheckpointOut]:
     return [checkpoint_out(r) for r in rows]
 
 
-@router.get("/runs/{run_id}/checkpoints/{checkpoint_id}/file")
+@router.get("/runs/{run_id}/checkpoints/{checkpoint_id}/file", response_class=StreamingResponse,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "the checkpoint bytes"}})
 def download_checkpoint(run_id: DbId, checkpoint_id: DbId, request: Request, db: DB,
                         _: Reader) -> StreamingResponse:
     row = db.get(Checkpoint, checkpoint_id)
@@ -87,7 +88,8 @@ def list_workers(db: DB, _: Reader) -> list[dict]:
              "registered_at": w.registered_at, "last_seen_at": w.last_seen_at} for w in rows]
 
 
-@router.get("/events/stream")
+@router.get("/events/stream", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "one SSE event per audit row"}})
 async def event_stream(request: Request, _: Reader,
                        after: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None) -> StreamingResponse:
     """Server-sent events for every run change: one `event` per audit-log row, polled from the

@@ -9,11 +9,11 @@ from starlette.background import BackgroundTask
 
 from server import runs
 from server.deps import DB, Operator, Reader
-from server.schemas import DbId, Accepted, ForkBody, ReasonBody, RunCreate, RunOut, RunPage
+from server.schemas import ERRORS, DbId, Accepted, ForkBody, ReasonBody, RunCreate, RunOut, RunPage
 from server.storage import delete_files
 from server.views import run_out
 
-router = APIRouter(prefix="/runs", tags=["runs"])
+router = APIRouter(prefix="/runs", tags=["runs"], responses=ERRORS)
 
 
 @router.post("", status_code=201, response_model=RunOut)

@@ -8,9 +8,9 @@ from sqlalchemy import select
 from server import auth
 from server.deps import DB, Admin
 from server.models import ApiToken
-from server.schemas import DbId, TokenCreate, TokenCreated, TokenOut
+from server.schemas import ERRORS, DbId, TokenCreate, TokenCreated, TokenOut
 
-router = APIRouter(prefix="/tokens", tags=["tokens"])
+router = APIRouter(prefix="/tokens", tags=["tokens"], responses=ERRORS)
 
 
 @router.post("", status_code=201, response_model=TokenCreated)

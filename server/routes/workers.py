@@ -8,11 +8,13 @@ from fastapi.concurrency import run_in_threadpool
 
 from server import leases, reports
 from server.deps import DB, WorkerAuth
+from server.errors import Forbidden
 from server.directives import directive
-from server.schemas import AlertBody, DbId, CheckpointBody, ClaimBody, EpochBody, FinishBody, HeartbeatBody, WorkerRegister
+from server.storage import check_uri
+from server.schemas import ERRORS, AlertBody, DbId, CheckpointBody, ClaimBody, EpochBody, FinishBody, HeartbeatBody, WorkerRegister
 from server.views import checkpoint_out, run_out
 
-router = APIRouter(tags=["workers"])
+router = APIRouter(tags=["workers"], responses=ERRORS)
 CLAIM_POLL_S = 0.25
 
 
@@ -26,8 +28,9 @@ def register_worker(body: WorkerRegister, request: Request, db: DB, who: WorkerA
 
 
 @router.post("/workers/{worker_id}/claim", responses={204: {"description": "nothing queued"}})
-async def claim_run(worker_id: DbId, request: Request, _: WorkerAuth, body: ClaimBody | None = None):
+async def claim_run(worker_id: DbId, request: Request, who: WorkerAuth, body: ClaimBody | None = None):
     """Long-poll without holding a transaction (or SQLite's write lock) while waiting."""
+    await run_in_threadpool(_check_owner, request.app, worker_id, who)
     wait_s = body.wait_s if body else 0.0
     deadline = anyio.current_time() + wait_s
     while True:
@@ -37,7 +40,15 @@ async def claim_run(worker_id: DbId, request: Request, _: WorkerAuth, body: Clai
         await anyio.sleep(CLAIM_POLL_S)
 
 
-def _try_claim(app, worker_id: DbId) -> dict | None:
+def _check_owner(app, worker_id: int, who) -> None:
+    """A worker registered with a token claims only with that token, so the audit log is true."""
+    with app.state.sessionmaker() as db:
+        worker = leases.get_worker(db, worker_id)
+    if worker.token_id is not None and worker.token_id != who.token_id and who.role != "admin":
+        raise Forbidden(f"worker {worker_id} was registered with another token")
+
+
+def _try_claim(app, worker_id: int) -> dict | None:
     with app.state.write_sessionmaker() as db, db.begin():
         worker = leases.get_worker(db, worker_id)
         run = leases.claim(db, worker, app.state.settings.lease_seconds)
@@ -74,6 +85,7 @@ def report_epoch(run_id: DbId, body: EpochBody, request: Request, db: DB, _: Wor
 @router.post("/runs/{run_id}/checkpoints", status_code=201)
 def report_checkpoint(run_id: DbId, body: CheckpointBody, request: Request, db: DB, _: WorkerAuth) -> dict:
     run = leases.held_run(db, run_id, body.lease_token)
+    check_uri(body.uri)
     leases.renew(run, request.app.state.settings.lease_seconds)
     row, doomed = reports.record_checkpoint(db, run, body.model_dump(exclude={"lease_token"}))
     return {"checkpoint_id": row.id, "delete": [c.id for c in doomed],

@@ -26,7 +26,7 @@ TINY = {
     "tasks": [{"type": "character_recognition", "weight": 1.0}],
     "task_weighting": "fixed",
     "loss": {"recognition": "ctc", "hard_example_mining": None, "curriculum_weighting": False},
-    "validation": {"samples_per_stage": 8},
+    "validation": {"samples_per_stage": 8, "overall_samples": 2},
     "scheduler": {"name": "constant"},
     "checkpoint": {"every_epochs": 1, "keep_last": 2, "keep_best": 1, "compression": "none"},
     "curriculum": {"stages": [

@@ -36,6 +36,7 @@ def test_tiny_run_trains_to_completion_through_two_stages(tmp_path, database_env
     assert [e["epoch"] for e in epochs] == list(range(1, len(epochs) + 1))
     assert {e["stage"]["index"] for e in epochs} == {1, 2}
     assert all("val_cer" in e["metrics"] and e["samples_per_s"] > 0 for e in epochs)
+    assert all("val_overall_sequence_accuracy" in e["metrics"] for e in epochs)  # the whole curriculum too
     reasons = [(t["from_stage"], t["to_stage"], t["reason"]) for t in stages["transitions"]]
     assert reasons[0] == (None, 1, "start") and (1, 2, "threshold") in reasons
     assert reasons[-1][2] == "completed"
@@ -149,3 +150,31 @@ def test_a_run_distils_from_another_runs_best_checkpoint(tmp_path, workers):
         run = get(api, f"/runs/{student}")
     assert run["status"] == "completed", run["error"]
     assert f"distilling from run {teacher} checkpoint" in workers.logs()
+
+
+def test_a_truncated_checkpoint_is_refused_and_the_one_before_used(tmp_path, workers):
+    from urllib.parse import urlparse
+
+    env = {"SALA_LEASE_SECONDS": "3", "SALA_REAPER_SECONDS": "0.5"}
+    with live_server(tmp_path, env) as server:
+        api = server.api
+        rid = httpx.post(f"{api}/runs", json={"name": "truncated", "recipe": epochs_long(6)}).json()["id"]
+        first = workers.start(server.url, "doomed")
+        wait_for(lambda: len([c for c in get(api, f"/runs/{rid}/checkpoints") if c["kept"]]) >= 2, 180,
+                 "two kept checkpoints", diagnostics=workers.logs)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        newest = max((c for c in get(api, f"/runs/{rid}/checkpoints") if c["kept"]), key=lambda c: c["step"])
+        path = urlparse(newest["uri"]).path
+        with open(path, "r+b") as handle:
+            handle.truncate(max(1, handle.seek(0, 2) // 2))
+        workers.start(server.url, "rescuer")
+        wait_for(lambda: status_of(api, rid) == "completed", 240, "the run to complete",
+                 diagnostics=lambda: workers.logs() + server.output()[-3000:])
+        events = get(api, f"/runs/{rid}/events")["items"]
+        epochs = get(api, f"/runs/{rid}/epochs")["items"]
+        listed = {c["id"]: c["kept"] for c in get(api, f"/runs/{rid}/checkpoints")}
+    corrupt = [e for e in events if e["kind"] == "checkpoint_corrupt"]
+    assert corrupt and corrupt[0]["payload"]["checkpoint_id"] == newest["id"]
+    assert listed[newest["id"]] is False
+    assert [e["epoch"] for e in epochs] == list(range(1, 7))

@@ -92,6 +92,9 @@ INVALID = [
     ({"data": {"synthetic": None}}, "data.synthetic"),
     ({"training": {"device": "tpu"}}, "training.device"),
     ({"colour": "blue"}, "colour"),
+    ({"model": {"image_height": 40}}, "model.image_height"),
+    ({"model": {"conv_channels": [64, 128, 256, 256, 512, 512]}}, "model.conv_channels"),
+    ({"model": {"conv_channels": [32, 64, 128]}}, "model.conv_channels"),
 ]
 
 
@@ -103,6 +106,18 @@ def test_invalid_recipe_reports_the_field_path(data, path):
 def test_every_problem_is_reported_not_just_the_first():
     bad = {"optimizer": {"lr": 0}, "training": {"precision": "fp8"}, "model": {"hiden_size": 1}}
     assert sorted(paths(bad)) == ["model.hiden_size", "optimizer.lr", "training.precision"]
+
+
+def test_model_shape_messages_say_how_to_fix_it():
+    (_, height), = problems({"model": {"image_height": 40}})
+    assert "multiple of 16" in height and "40" in height
+    (_, channels), = problems({"model": {"conv_channels": [8, 16]}})
+    assert "exactly 4" in channels and "got 2" in channels
+
+
+def test_default_model_is_the_sized_crnn():
+    m = Recipe().model
+    assert (m.image_height, m.conv_channels, m.hidden_size, m.lstm_layers) == (32, [32, 64, 128, 256], 128, 2)
 
 
 def test_messages_say_what_is_wrong():

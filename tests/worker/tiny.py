@@ -21,7 +21,7 @@ TINY: dict[str, Any] = {
         {"name": "combos", "content": "combinations", "success_threshold": 0.99, "lr_multiplier": 0.5,
          "replay": 0.3},
     ]},
-    "validation": {"samples_per_stage": 16},
+    "validation": {"samples_per_stage": 16, "overall_samples": 0},
     "checkpoint": {"every_epochs": 1, "keep_last": 2, "keep_best": 1, "compression": "zstd"},
 }
 

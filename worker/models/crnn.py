@@ -10,13 +10,18 @@ Khmer puts vowels and subscripts above and below the base line and their positio
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 WIDTH_POOLS = 2
+
+# Each direction runs as its own single-layer `torch.lstm` call; on CUDA, cuDNN then copies that
+# direction's four weight tensors into its buffer (a few hundred KB) and says so on every call.
+warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
 
 
 def _conv_block(in_channels: int, out_channels: int, pool: tuple[int, int]) -> nn.Sequential:
@@ -31,8 +36,12 @@ def _conv_block(in_channels: int, out_channels: int, pool: tuple[int, int]) -> n
 class CRNN(nn.Module):
     """Images ``[B, 1, H, W]`` to frame features ``[T, B, 2 * hidden_size]`` with ``T = W // 4``.
 
-    ``widths`` (pixels, before padding) gives each line's own frame count, ``widths // 4``; the
-    LSTM then runs on packed sequences so right padding never leaks into the backward direction.
+    ``widths`` (pixels, before padding) gives each line's own frame count, ``widths // 4``. The
+    LSTM runs over the whole padded batch (no packing: packed sequences cost about half the CPU
+    time of a step in slicing and zero-filling), one direction at a time. The backward direction
+    reads each line reversed *within its own length* (an index gather), so right padding never
+    reaches it; frames past a line's length come out as zeros, as with packed sequences. The
+    parameters are those of one bidirectional ``nn.LSTM`` (same state-dict keys as before).
     """
 
     downsample: int = 2**WIDTH_POOLS
@@ -54,6 +63,8 @@ class CRNN(nn.Module):
         pools = [(2, 2)] * WIDTH_POOLS + [(2, 1)] * (4 - WIDTH_POOLS)
         widths = [in_channels, *channels]
         self.conv = nn.Sequential(*(_conv_block(widths[i], widths[i + 1], pools[i]) for i in range(4)))
+        # Channels-last convolutions are about a third faster on CPU (oneDNN) and suit cuDNN too.
+        self.conv.to(memory_format=torch.channels_last)
         self.image_height = image_height
         self.rnn = nn.LSTM(
             channels[-1] * (image_height // 16),
@@ -73,16 +84,44 @@ class CRNN(nn.Module):
         """Return ``(features [T, B, F], lengths [B])``; ``widths`` defaults to the padded width."""
         if images.shape[2] != self.image_height:
             raise ValueError(f"expected height {self.image_height}, got {images.shape[2]}")
-        maps = self.conv(images)
+        maps = self.conv(images.contiguous(memory_format=torch.channels_last))
         b, c, h, t = maps.shape
         seq = maps.reshape(b, c * h, t).permute(2, 0, 1)
         if widths is None:
             lengths = torch.full((b,), t, dtype=torch.long)
         else:
             lengths = self.output_lengths(widths.cpu()).clamp(max=t)
-        if bool((lengths == t).all()):
-            out, _ = self.rnn(seq)
-        else:
-            packed = pack_padded_sequence(seq, lengths, enforce_sorted=False)
-            out, _ = pad_packed_sequence(self.rnn(packed)[0], total_length=t)
+        out = self._bilstm(seq, lengths.to(seq.device), ragged=bool((lengths < t).any()))
         return self.dropout(out), lengths.to(images.device)
+
+    def _bilstm(self, seq: Tensor, lengths: Tensor, ragged: bool) -> Tensor:
+        """The stacked BiLSTM over padded ``seq [T, B, F]``; zeros past each line's length."""
+        rnn, t = self.rnn, seq.shape[0]
+        steps = torch.arange(t, device=seq.device)[:, None]
+        valid = steps < lengths[None, :]  # [T, B]
+        # reverse[t, b]: the frame that step t of line b's backward pass reads, ``length - 1 - t``;
+        # in the padding it is ``t`` itself (masked afterwards), so the gather is its own inverse.
+        reverse = torch.where(valid, lengths[None, :] - 1 - steps, steps)[:, :, None]
+        mask = valid[:, :, None]
+        x = seq
+        for layer in range(rnn.num_layers):
+            if layer and rnn.dropout and self.training:
+                x = F.dropout(x, rnn.dropout, training=True)
+            forward = self._direction(x, layer, "")
+            if ragged:
+                backward = self._direction(x.gather(0, reverse.expand_as(x)), layer, "_reverse")
+                backward = backward.gather(0, reverse.expand_as(backward))
+            else:
+                backward = self._direction(x.flip(0), layer, "_reverse").flip(0)
+            x = torch.cat([forward, backward], dim=2)
+            if ragged:
+                x = x.masked_fill(~mask, 0.0)
+        return x
+
+    def _direction(self, x: Tensor, layer: int, suffix: str) -> Tensor:
+        """One direction of one layer from zero state, through ATen's fused LSTM (oneDNN / cuDNN)."""
+        rnn = self.rnn
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        weights = [getattr(rnn, f"{name}_l{layer}{suffix}") for name in names]
+        zeros = x.new_zeros(1, x.shape[1], rnn.hidden_size)
+        return torch.lstm(x, (zeros, zeros), weights, True, 1, 0.0, self.training, False, False)[0]

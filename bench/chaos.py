@@ -1,0 +1,326 @@
+"""Fault campaign on loopback: 20 tiny runs while workers are SIGKILLed and restarted, the server is
+restarted twice, and one checkpoint file is truncated. Bounded in time (--minutes) and count.
+
+Faults are triggered by progress (so they land mid-campaign whatever the machine's speed), at a
+random moment and on a random busy worker:
+  kill      SIGKILL a worker that holds a running run, start a fresh one in its place
+  server    stop the server (SIGKILL once, SIGTERM once) and start it again on the same port/db
+  truncate  SIGKILL a worker whose run has ≥ 2 kept checkpoints, cut its newest checkpoint file in
+            half, start a fresh worker: the next attempt must detect it and resume from the one before
+
+At the end it prints, per promise, the counts: runs completed; epochs unique and gap-free; stage
+transitions consistent (a chain from `start`, each epoch trained in the stage then in force, no
+duplicate move, `completed` last); the corrupt checkpoint detected and the previous one used.
+Exit status 0 only if every promise held.
+
+Usage: python bench/chaos.py [--runs 20] [--workers 3] [--minutes 8] [--seed N] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.live import SALA, free_port, sala_env  # noqa: E402
+
+# the tiny recipe of tests/e2e/conftest.py (copied: bench must not depend on a test module's layout)
+TINY = {
+    "name": "tiny-chaos",
+    "seed": 7,
+    "model": {"image_height": 32, "hidden_size": 32, "conv_channels": [8, 16, 16, 32], "lstm_layers": 1},
+    "data": {"workers": 0},
+    "training": {"batch_size": 4, "steps_per_epoch": 3, "max_epochs": 6, "precision": "fp32"},
+    "tasks": [{"type": "character_recognition", "weight": 1.0}],
+    "task_weighting": "fixed",
+    "loss": {"recognition": "ctc", "hard_example_mining": None, "curriculum_weighting": False},
+    "validation": {"samples_per_stage": 8},
+    "scheduler": {"name": "constant"},
+    "checkpoint": {"every_epochs": 1, "keep_last": 2, "keep_best": 1, "compression": "none"},
+    "curriculum": {"stages": [
+        {"name": "chars", "content": "characters", "success_threshold": 0.0, "min_epochs": 1,
+         "max_epochs": 3, "patience": 3, "augmentation": 0.0, "lr_multiplier": 1.0},
+        {"name": "combos", "content": "combinations", "success_threshold": 0.0, "min_epochs": 2,
+         "max_epochs": 3, "patience": 3, "augmentation": 0.0, "lr_multiplier": 0.5},
+    ]},
+}
+# long enough (≈ 10 s of CPU) that faults land mid-run: 25 steps an epoch, and stage 2 takes every
+# epoch left, so each run trains exactly max_epochs epochs (as tests/e2e epochs_long does)
+TINY["training"] = {**TINY["training"], "steps_per_epoch": 25, "max_epochs": 6}
+TINY["curriculum"]["stages"][1] = {**TINY["curriculum"]["stages"][1], "min_epochs": 5, "max_epochs": 5, "patience": 6}
+ENV = {"SALA_LEASE_SECONDS": "3", "SALA_REAPER_SECONDS": "0.5", "SALA_HEARTBEAT_SECONDS": "0.5"}
+TERMINAL = {"completed", "failed", "stopped"}
+
+
+class Stack:
+    """One `sala server` (restartable on its port and database) and N `sala worker` processes."""
+
+    def __init__(self, tmp: Path, workers: int):
+        self.tmp, self.port = tmp, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api = f"{self.url}/api/v1"
+        self.env = sala_env(tmp, ENV)
+        self.server: subprocess.Popen | None = None
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.started = 0
+        self.server_log = open(tmp / "server.log", "ab")
+        self.start_server()
+        for _ in range(workers):
+            self.start_worker()
+
+    def start_server(self) -> None:
+        self.server = subprocess.Popen([SALA, "server", "--port", str(self.port)], env=self.env, cwd=self.tmp,
+                                       stdout=self.server_log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not become ready")
+
+    def restart_server(self, sig: int) -> float:
+        started = time.monotonic()
+        self.server.send_signal(sig)
+        self.server.wait(timeout=30)
+        time.sleep(1.0)
+        self.start_server()
+        return time.monotonic() - started
+
+    def start_worker(self) -> str:
+        self.started += 1
+        name = f"w{self.started}"
+        log = open(self.tmp / f"{name}.log", "wb")
+        self.workers[name] = subprocess.Popen(
+            [SALA, "worker", "--server", self.url, "--name", name], env={**self.env, "OMP_NUM_THREADS": "1"},
+            cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT)
+        return name
+
+    def kill_worker(self, name: str) -> None:
+        proc = self.workers.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def get(self, path: str, **params):
+        for _ in range(100):  # the server may be restarting
+            try:
+                answer = httpx.get(self.api + path, params=params, timeout=10)
+                answer.raise_for_status()
+                return answer.json()
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError(f"GET {path} kept failing")
+
+    def close(self) -> None:
+        for name in list(self.workers):
+            self.kill_worker(name)
+        if self.server and self.server.poll() is None:
+            self.server.terminate()
+            self.server.wait(timeout=30)
+        self.server_log.close()
+
+
+@dataclass
+class Campaign:
+    faults: Counter = field(default_factory=Counter)
+    log: list[str] = field(default_factory=list)
+    corrupt: dict | None = None  # run, corrupt checkpoint id, previous checkpoint id
+
+    def note(self, t0: float, text: str) -> None:
+        line = f"[{time.monotonic() - t0:6.1f}s] {text}"
+        self.log.append(line)
+        print(line, flush=True)
+
+
+def busy_worker(stack: Stack, rng: random.Random, *, min_checkpoints: int = 0):
+    """(worker name, run id) of a live worker training a run, with enough kept checkpoints."""
+    names = {w["id"]: w["name"] for w in stack.get("/workers")}
+    running = [r for r in stack.get("/runs", status="running", limit=500)["items"]
+               if names.get(r["worker_id"]) in stack.workers]
+    rng.shuffle(running)
+    for run in running:
+        if min_checkpoints:
+            kept = [c for c in stack.get(f"/runs/{run['id']}/checkpoints") if c["kept"]]
+            if len(kept) < min_checkpoints or run["epoch"] >= run["max_epochs"] - 1:
+                continue
+        return names[run["worker_id"]], run["id"]
+    return None
+
+
+def inject(kind: str, stack: Stack, rng: random.Random, campaign: Campaign, t0: float) -> bool:
+    if kind == "server":
+        sig = signal.SIGKILL if campaign.faults["server"] == 0 else signal.SIGTERM
+        took = stack.restart_server(sig)
+        campaign.note(t0, f"server restarted ({signal.Signals(sig).name}), down {took:.1f}s")
+        return True
+    target = busy_worker(stack, rng, min_checkpoints=2 if kind == "truncate" else 0)
+    if target is None:
+        return False
+    name, run_id = target
+    stack.kill_worker(name)
+    if kind == "truncate":
+        kept = sorted((c for c in stack.get(f"/runs/{run_id}/checkpoints") if c["kept"]),
+                      key=lambda c: (c["step"], c["id"]))
+        newest, previous = kept[-1], kept[-2]
+        path = Path(newest["uri"].removeprefix("file://"))
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        campaign.corrupt = {"run": run_id, "corrupt": newest["id"], "previous": previous["id"],
+                            "epoch": newest["epoch"], "previous_epoch": previous["epoch"]}
+        campaign.note(t0, f"SIGKILL {name} (run {run_id}); truncated checkpoint {newest['id']} "
+                          f"(epoch {newest['epoch']}) to {len(data) // 2} of {len(data)} bytes")
+    else:
+        campaign.note(t0, f"SIGKILL {name} while training run {run_id}")
+    campaign.note(t0, f"started {stack.start_worker()}")
+    return True
+
+
+def check_run(stack: Stack, run: dict) -> dict[str, object]:
+    rid = run["id"]
+    epochs = stack.get(f"/runs/{rid}/epochs", limit=5000)["items"]
+    stages = stack.get(f"/runs/{rid}/stages")
+    transitions = stages["transitions"]
+    numbers = [e["epoch"] for e in epochs]
+    gap_free = numbers == list(range(1, len(numbers) + 1)) and (not numbers or numbers[-1] == run["epoch"])
+    chain = bool(transitions) and transitions[0]["reason"] == "start" and all(
+        b["from_stage"] == a["to_stage"] for a, b in zip(transitions, transitions[1:], strict=False))
+    moves = [(t["from_stage"], t["to_stage"], t["reason"]) for t in transitions[1:] if t["reason"] != "completed"]
+    duplicate_moves = len(moves) - len(set(moves))
+    in_force = []
+    for e in epochs:  # the stage an epoch must have trained in: after every move made before it
+        stage = transitions[0]["to_stage"]
+        for t in transitions[1:]:
+            if t["epoch"] < e["epoch"] and t["reason"] != "completed":
+                stage = t["to_stage"]
+        in_force.append(stage == e["stage"]["index"])
+    completed_last = run["status"] != "completed" or transitions[-1]["reason"] == "completed"
+    return {"gap_free": gap_free, "chain": chain, "duplicate_moves": duplicate_moves,
+            "epochs_in_stage": all(in_force), "completed_last": completed_last,
+            "attempts": run["attempt"], "epochs": len(numbers),
+            "stage_mismatch": [(e["epoch"], e["stage"]["index"]) for e, ok in zip(epochs, in_force, strict=True)
+                               if not ok]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--minutes", type=float, default=8.0)
+    parser.add_argument("--seed", type=int, default=int(time.time()) % 10_000)
+    parser.add_argument("--keep", type=Path, help="copy the database and logs here at the end")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    print(f"chaos: {args.runs} runs, {args.workers} workers, ≤ {args.minutes} min, seed {args.seed}", flush=True)
+
+    # progress-triggered faults: (completed runs needed, kind); each fires after a random 0–4 s more
+    n = args.runs
+    plan = sorted([(max(1, n // 20), "kill"), (n // 5, "server"), (n // 3, "truncate"),
+                   (n // 2, "kill"), (2 * n // 3, "server"), (4 * n // 5, "kill")])
+    tmp = Path(tempfile.mkdtemp(prefix="sala-chaos-"))
+    stack = Stack(tmp, args.workers)
+    campaign = Campaign()
+    t0 = time.monotonic()
+    deadline = t0 + args.minutes * 60
+    try:
+        for i in range(args.runs):
+            httpx.post(f"{stack.api}/runs", json={"name": f"chaos-{i:02d}", "recipe": TINY, "max_restarts": 20},
+                       timeout=10).raise_for_status()
+        due_at: float | None = None
+        while time.monotonic() < deadline:
+            runs = stack.get("/runs", limit=500)["items"]
+            done = sum(r["status"] in TERMINAL for r in runs)
+            if done == args.runs:
+                break
+            if plan and done >= plan[0][0]:
+                due_at = due_at or time.monotonic() + rng.uniform(0, 4)
+                if time.monotonic() >= due_at and inject(plan[0][1], stack, rng, campaign, t0):
+                    campaign.faults[plan.pop(0)[1]] += 1
+                    due_at = None
+            for name, proc in list(stack.workers.items()):  # a worker that died by itself is a finding
+                if proc.poll() is not None:
+                    campaign.note(t0, f"worker {name} exited by itself ({proc.returncode}); replaced")
+                    stack.workers.pop(name)
+                    campaign.faults["unplanned_worker_exit"] += 1
+                    stack.start_worker()
+            time.sleep(0.5)
+        elapsed = time.monotonic() - t0
+        runs = sorted(stack.get("/runs", limit=500)["items"], key=lambda r: r["id"])
+        checks = {r["id"]: check_run(stack, r) for r in runs}
+        corrupt_report = corrupt_outcome(stack, campaign.corrupt)
+    finally:
+        stack.close()
+        if args.keep:
+            shutil.copytree(tmp, args.keep, dirs_exist_ok=True)
+        worker_logs = "\n".join(p.read_text(errors="replace") for p in tmp.glob("w*.log"))
+        server_log = (tmp / "server.log").read_text(errors="replace")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    statuses = Counter(r["status"] for r in runs)
+    total = len(runs)
+    ok = {
+        "completed": statuses["completed"] == total,
+        "gap_free": all(c["gap_free"] for c in checks.values()),
+        "transitions": all(c["chain"] and not c["duplicate_moves"] and c["epochs_in_stage"] and c["completed_last"]
+                           for c in checks.values()),
+        "corrupt": bool(corrupt_report.get("detected") and corrupt_report.get("previous_used")),
+        "faults": campaign.faults["kill"] >= 2 and campaign.faults["server"] == 2 and campaign.faults["truncate"] == 1,
+    }
+    print(f"\n== chaos results (seed {args.seed}, {elapsed:.0f}s) ==")
+    print(f"faults injected: {dict(campaign.faults)}")
+    print(f"runs: {total}; by status: {dict(statuses)}")
+    print(f"runs completed: {statuses['completed']}/{total}")
+    print(f"epochs unique and gap-free: {sum(c['gap_free'] for c in checks.values())}/{total}")
+    print(f"stage chain intact (start → … → completed): "
+          f"{sum(c['chain'] and c['completed_last'] for c in checks.values())}/{total}")
+    print(f"no duplicated stage move: {sum(not c['duplicate_moves'] for c in checks.values())}/{total}")
+    print(f"every epoch trained in the stage then in force: {sum(c['epochs_in_stage'] for c in checks.values())}/{total}")
+    print(f"attempts per run: {dict(sorted(Counter(c['attempts'] for c in checks.values()).items()))}")
+    for rid, c in checks.items():
+        if c["stage_mismatch"] or not c["gap_free"] or c["duplicate_moves"]:
+            print(f"  run {rid}: gap_free={c['gap_free']} duplicate_moves={c['duplicate_moves']} "
+                  f"epochs in another stage={c['stage_mismatch']}")
+    for r in runs:
+        if r["status"] != "completed":
+            print(f"  run {r['id']} {r['status']}: {(r['error'] or '').splitlines()[:1]}")
+    print(f"corrupt checkpoint: {corrupt_report}")
+    print(f"worker log lines mentioning 'corrupt': {worker_logs.count('corrupt')}; "
+          f"server 5xx/tracebacks: {server_log.count('Traceback')}")
+    print("RESULT: " + ", ".join(f"{k}={'ok' if v else 'FAILED'}" for k, v in ok.items()))
+    return 0 if all(ok.values()) else 1
+
+
+def corrupt_outcome(stack: Stack, corrupt: dict | None) -> dict[str, object]:
+    if corrupt is None:
+        return {"injected": False}
+    rid = corrupt["run"]
+    run = stack.get(f"/runs/{rid}")
+    events = stack.get(f"/runs/{rid}/events", limit=5000)["items"]
+    claims = [e for e in events if e["kind"] == "claimed"]
+    resumed_from = [e["payload"].get("resume_checkpoint_id") for e in claims]
+    after = resumed_from[resumed_from.index(corrupt["corrupt"]):] if corrupt["corrupt"] in resumed_from else []
+    detected = "corrupt" in (run["error"] or "") or any("corrupt" in str(e["payload"]) for e in events)
+    return {"run": rid, "status": run["status"], "corrupt_checkpoint": corrupt["corrupt"],
+            "previous_checkpoint": corrupt["previous"], "claims_resumed_from": resumed_from,
+            "detected": detected, "previous_used": corrupt["previous"] in after,
+            "error": (run["error"] or "").splitlines()[:1]}
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
