@@ -38,30 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests.live import SALA, free_port, sala_env  # noqa: E402
 
-# the tiny recipe of tests/e2e/conftest.py (copied: bench must not depend on a test module's layout)
-TINY = {
-    "name": "tiny-chaos",
-    "seed": 7,
-    "model": {"image_height": 32, "hidden_size": 32, "conv_channels": [8, 16, 16, 32], "lstm_layers": 1},
-    "data": {"workers": 0},
-    "training": {"batch_size": 4, "steps_per_epoch": 3, "max_epochs": 6, "precision": "fp32"},
-    "tasks": [{"type": "character_recognition", "weight": 1.0}],
-    "task_weighting": "fixed",
-    "loss": {"recognition": "ctc", "hard_example_mining": None, "curriculum_weighting": False},
-    "validation": {"samples_per_stage": 8},
-    "scheduler": {"name": "constant"},
-    "checkpoint": {"every_epochs": 1, "keep_last": 2, "keep_best": 1, "compression": "none"},
-    "curriculum": {"stages": [
-        {"name": "chars", "content": "characters", "success_threshold": 0.0, "min_epochs": 1,
-         "max_epochs": 3, "patience": 3, "augmentation": 0.0, "lr_multiplier": 1.0},
-        {"name": "combos", "content": "combinations", "success_threshold": 0.0, "min_epochs": 2,
-         "max_epochs": 3, "patience": 3, "augmentation": 0.0, "lr_multiplier": 0.5},
-    ]},
-}
+from tests.e2e.test_worker_e2e import epochs_long  # noqa: E402
+
 # long enough (≈ 10 s of CPU) that faults land mid-run: 25 steps an epoch, and stage 2 takes every
 # epoch left, so each run trains exactly max_epochs epochs (as tests/e2e epochs_long does)
-TINY["training"] = {**TINY["training"], "steps_per_epoch": 25, "max_epochs": 6}
-TINY["curriculum"]["stages"][1] = {**TINY["curriculum"]["stages"][1], "min_epochs": 5, "max_epochs": 5, "patience": 6}
+TINY = {**epochs_long(6, steps=25), "name": "tiny-chaos"}
 ENV = {"SALA_LEASE_SECONDS": "3", "SALA_REAPER_SECONDS": "0.5", "SALA_HEARTBEAT_SECONDS": "0.5"}
 TERMINAL = {"completed", "failed", "stopped"}
 

@@ -41,16 +41,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.write_sessionmaker = make_sessionmaker(writer(engine))
     app.state.open_loopback = settings.binds_loopback
     app.state.token_touched = {}
+    app.state.auth_cache = {}
     app.state.metrics = Metrics(app.state.sessionmaker)
 
     install_handlers(app)
-    app.middleware("http")(app.state.metrics.middleware())
+    app.add_middleware(_MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ConcurrencyLimit, limit=IN_FLIGHT)
     for module in (runs, control, observe, tokens, workers):
         app.include_router(module.router, prefix=API_PREFIX)
     _service_routes(app)
     return app
+
+
+class _MetricsMiddleware:
+    def __init__(self, app, metrics: Metrics):
+        self.record = metrics.asgi(app)
+
+    async def __call__(self, scope, receive, send):
+        await self.record(scope, receive, send)
 
 
 @asynccontextmanager

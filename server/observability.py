@@ -11,6 +11,16 @@ from server.models import Run
 from server.states import Status
 
 
+def _template(scope) -> str:
+    """The route's template (`/api/v1/runs/{run_id}`), so a label never holds an id."""
+    if scope.get("route") is None:
+        return "unmatched"
+    path = scope["path"]
+    for name, value in (scope.get("path_params") or {}).items():
+        path = path.replace(f"/{value}", f"/{{{name}}}", 1)
+    return path
+
+
 class Metrics:
     def __init__(self, sessionmaker):
         self.registry = CollectorRegistry()
@@ -27,13 +37,23 @@ class Metrics:
         for status in Status:
             self.runs.labels(status.value).set(counts.get(status.value, 0))
 
-    def middleware(self):
-        async def record(request, call_next):
-            start = time.perf_counter()
-            response = await call_next(request)
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.requests.labels(request.method, path, str(response.status_code)).inc()
-            self.latency.labels(request.method, path).observe(time.perf_counter() - start)
-            return response
+    def asgi(self, app):
+        """Plain ASGI (not BaseHTTPMiddleware, which costs a task and a copy per request)."""
+        async def record(scope, receive, send):
+            if scope["type"] != "http":
+                return await app(scope, receive, send)
+            start, status = time.perf_counter(), 500
+
+            async def remember(message):
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, remember)
+            finally:
+                path = _template(scope)
+                self.requests.labels(scope["method"], path, str(status)).inc()
+                self.latency.labels(scope["method"], path).observe(time.perf_counter() - start)
         return record

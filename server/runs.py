@@ -4,10 +4,11 @@ the request (or job) that calls them owns the transaction."""
 from __future__ import annotations
 
 import base64
+from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from server import events
 from server.errors import Conflict, InvalidInput, NotFound
@@ -19,8 +20,26 @@ from worker.recipe import Recipe
 LR_EVENT_KINDS = frozenset({"lr_set", "lr_scale", "lr_clear"})
 
 
+_BRIEFS: OrderedDict[tuple[int, Any], dict[str, Any]] = OrderedDict()
+_BRIEFS_MAX = 10_000
+
+
+def brief(run: Run) -> dict[str, Any]:
+    """The parts of a run's recipe every view needs (stages, max epochs). A recipe never changes
+    once stored, so this is cached per run and lists can skip loading the recipes at all."""
+    key = (run.id, run.created_at)
+    found = _BRIEFS.get(key)
+    if found is None:
+        recipe = run.recipe
+        found = {"stages": recipe["curriculum"]["stages"], "max_epochs": recipe["training"]["max_epochs"]}
+        _BRIEFS[key] = found
+        if len(_BRIEFS) > _BRIEFS_MAX:
+            _BRIEFS.popitem(last=False)
+    return found
+
+
 def stages_of(run: Run) -> list[dict[str, Any]]:
-    return run.recipe["curriculum"]["stages"]
+    return brief(run)["stages"]
 
 
 def stage_name(run: Run, index: int | None) -> str | None:
@@ -86,7 +105,7 @@ def _insert_run(db: Session, *, name, recipe, tags, max_restarts, priority, acto
 
 def list_runs(db: Session, *, statuses: list[str], tag: str | None, limit: int,
               cursor: str | None) -> tuple[list[Run], str | None]:
-    query = select(Run).order_by(Run.id.desc()).limit(limit + 1)
+    query = select(Run).options(defer(Run.recipe)).order_by(Run.id.desc()).limit(limit + 1)
     if statuses:
         unknown = [s for s in statuses if s not in Status.__members__.values()]
         if unknown:

@@ -14,7 +14,7 @@ def run_out(run: Run, *, with_recipe: bool = False) -> RunOut:
         stage_held=run.stage_held, stage_count=len(runs.stages_of(run)), attempt=run.attempt,
         restarts=run.restarts, rollbacks=run.rollbacks,
         max_restarts=run.max_restarts, priority=run.priority, tags=list(run.tags), epoch=run.epoch,
-        step=run.step, max_epochs=run.recipe["training"]["max_epochs"], lr=runs.lr_parts(run),
+        step=run.step, max_epochs=runs.brief(run)["max_epochs"], lr=runs.lr_parts(run),
         worker_id=run.worker_id, parent_run_id=run.parent_run_id, error=run.error,
         latest=dict(run.latest_metrics or {}), recommendations=list(run.recommendations or []),
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from server import auth
-from server.deps import DB, Admin
+from server.deps import DB, Admin, forget_principals
 from server.models import ApiToken
 from server.schemas import ERRORS, DbId, TokenCreate, TokenCreated, TokenOut
 
@@ -14,8 +14,9 @@ router = APIRouter(prefix="/tokens", tags=["tokens"], responses=ERRORS)
 
 
 @router.post("", status_code=201, response_model=TokenCreated)
-def create_token(body: TokenCreate, db: DB, _: Admin) -> TokenCreated:
+def create_token(body: TokenCreate, request: Request, db: DB, _: Admin) -> TokenCreated:
     row, token = auth.create_token(db, body.name, body.role)
+    forget_principals(request)  # the first token turns auth on: no cached open-mode answer may outlive it
     return TokenCreated(**TokenOut.model_validate(row, from_attributes=True).model_dump(), token=token)
 
 
@@ -26,5 +27,7 @@ def list_tokens(db: DB, _: Admin) -> list[TokenOut]:
 
 
 @router.delete("/{token_id}", response_model=TokenOut)
-def revoke_token(token_id: DbId, db: DB, _: Admin) -> TokenOut:
-    return TokenOut.model_validate(auth.revoke_token(db, token_id), from_attributes=True)
+def revoke_token(token_id: DbId, request: Request, db: DB, _: Admin) -> TokenOut:
+    row = auth.revoke_token(db, token_id)
+    forget_principals(request)
+    return TokenOut.model_validate(row, from_attributes=True)

@@ -106,9 +106,11 @@ def test_delete_finished_run_removes_it_and_its_rows(client):
 def test_service_endpoints(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
-    create_run(client)
+    run_id = create_run(client)["id"]
     metrics = client.get("/metrics").text
     assert 'sala_runs{status="queued"} 1.0' in metrics
-    assert "sala_http_requests_total" in metrics
+    assert 'sala_http_requests_total{method="POST",route="/api/v1/runs",status="201"}' in metrics
+    client.get(f"{API}/runs/{run_id}/stages")
+    assert 'route="/api/v1/runs/{run_id}/stages"' in client.get("/metrics").text  # no ids in labels
     assert client.get("/openapi.json").json()["info"]["title"] == "Sala"
     assert client.get("/docs").status_code == 200
