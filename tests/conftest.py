@@ -4,11 +4,18 @@ emptied between tests, and the real application in front of it."""
 from __future__ import annotations
 
 import os
+
+# One intra-op thread for the tests and every process they start: OpenMP threads spin while they
+# wait, so two of them on a busy 2-core machine make a tiny training step many times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
+
+import torch  # noqa: E402
 
 from server import migrate
 from server.db import make_engine
@@ -16,6 +23,7 @@ from server.models import Base
 from server.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("SALA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -135,3 +135,16 @@ def test_retention_answers_delete_files(tmp_path, sources) -> None:
     assert trainer.run() == "stopped"
     files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert files == [Path(controller.checkpoints[-1].uri).name]
+
+
+def test_cpu_threads_leave_cores_to_the_data_workers(monkeypatch):
+    from worker.trainer import cpu_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    assert cpu_threads(0) == 4
+    assert cpu_threads(2) == 2
+    assert cpu_threads(8) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setattr("torch.get_num_threads", lambda: 3)
+    assert cpu_threads(2) == 3  # an explicit setting wins
