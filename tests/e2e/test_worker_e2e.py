@@ -92,7 +92,7 @@ def _applied(api: str, rid: int, event_id: int):
 
 
 def test_kill_9_worker_then_another_resumes_without_gaps(tmp_path, workers):
-    recipe = epochs_long(6)
+    recipe = epochs_long(6, steps=40)  # long enough that the kill lands with epochs left to train
     env = {"SALA_LEASE_SECONDS": "3", "SALA_REAPER_SECONDS": "0.5"}
     with live_server(tmp_path, env) as server:
         api = server.api
@@ -114,7 +114,7 @@ def test_kill_9_worker_then_another_resumes_without_gaps(tmp_path, workers):
 
 
 def test_server_restart_mid_run_loses_nothing(tmp_path, workers):
-    recipe = epochs_long(5)
+    recipe = epochs_long(5, steps=40)
     env = {"SALA_LEASE_SECONDS": "20"}
     with live_server(tmp_path, env) as server:
         port = int(server.url.rsplit(":", 1)[1])
@@ -158,7 +158,7 @@ def test_a_truncated_checkpoint_is_refused_and_the_one_before_used(tmp_path, wor
     env = {"SALA_LEASE_SECONDS": "3", "SALA_REAPER_SECONDS": "0.5"}
     with live_server(tmp_path, env) as server:
         api = server.api
-        rid = httpx.post(f"{api}/runs", json={"name": "truncated", "recipe": epochs_long(6)}).json()["id"]
+        rid = httpx.post(f"{api}/runs", json={"name": "truncated", "recipe": epochs_long(6, steps=40)}).json()["id"]
         first = workers.start(server.url, "doomed")
         wait_for(lambda: len([c for c in get(api, f"/runs/{rid}/checkpoints") if c["kept"]]) >= 2, 180,
                  "two kept checkpoints", diagnostics=workers.logs)
