@@ -27,6 +27,8 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -74,6 +76,46 @@ def seed(api: str, database_url: str) -> list[dict]:
     print(f"  seeded {RUNS} runs, {RUNS * STEPS_PER_RUN:,} step scalars, {RUNS * EPOCHS_PER_RUN:,} epochs "
           f"in {time.perf_counter() - started:.0f}s", flush=True)
     return [{"id": r["id"], "lease": leases[r["id"]]} for r in runs]
+
+
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection for GETs on asyncio streams. httpx costs 1–2 ms of CPU a
+    request; with 100 pollers on the server's own 2 cores that made the load generator, not the
+    server, the bottleneck (`--client httpx` still measures that way)."""
+
+    def __init__(self, api: str):
+        url = urlsplit(api)
+        self.host, self.port, self.prefix = url.hostname, url.port or 80, url.path.rstrip("/")
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str, params: dict | None = None) -> SimpleNamespace:
+        try:
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            target = self.prefix + path + ("?" + urlencode(params) if params else "")
+            self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+            await self.writer.drain()
+            status = int((await self.reader.readline()).split()[1])
+            length, chunked = 0, False
+            while (line := await self.reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+                elif name.lower() == "transfer-encoding" and "chunked" in value.lower():
+                    chunked = True
+            if chunked:
+                while (size := int((await self.reader.readline()).strip(), 16)):
+                    await self.reader.readexactly(size + 2)
+                await self.reader.readline()
+            else:
+                await self.reader.readexactly(length)
+            return SimpleNamespace(status_code=status)
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
+            if self.writer is not None:
+                self.writer.close()
+            self.reader = self.writer = None
+            raise httpx.TransportError(str(exc)) from exc
 
 
 class Stats:
@@ -138,7 +180,8 @@ async def worker(client: httpx.AsyncClient, run: dict, stats: Stats, stop: float
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - began)))
 
 
-async def phase(api: str, runs: list[dict], seconds: float, rate: float | None) -> tuple[Stats, float]:
+async def phase(api: str, runs: list[dict], seconds: float, rate: float | None,
+                raw: bool = True) -> tuple[Stats, float]:
     stats = Stats()
     limits = httpx.Limits(max_connections=POLLERS + WORKERS, max_keepalive_connections=POLLERS + WORKERS)
     per_poller = None if rate is None else POLLERS / rate  # seconds between one poller's requests
@@ -147,7 +190,8 @@ async def phase(api: str, runs: list[dict], seconds: float, rate: float | None) 
         stop = time.monotonic() + seconds
         began = time.monotonic()
         tasks = [asyncio.ensure_future(t) for t in (
-            *(poller(pollers, runs, stats, stop, per_poller, random.Random(i)) for i in range(POLLERS)),
+            *(poller(RawConnection(api) if raw else pollers, runs, stats, stop, per_poller, random.Random(i))
+              for i in range(POLLERS)),
             *(worker(workers, runs[i], stats, stop, i) for i in range(WORKERS)))]
         _, pending = await asyncio.wait(tasks, timeout=seconds + 35)  # bounded, however slow the server
         for task in pending:
@@ -216,7 +260,7 @@ def explain(database_url: str, run_id: int) -> None:
     app.state.engine.dispose()
 
 
-def bench(backend: str, seconds: float, rate: float) -> None:
+def bench(backend: str, seconds: float, rate: float, raw: bool) -> None:
     from tests.conftest import create_pg_database, drop_pg_database
 
     print(f"\n== {backend} ==", flush=True)
@@ -228,7 +272,7 @@ def bench(backend: str, seconds: float, rate: float) -> None:
             with live_server(tmp, env) as server:
                 runs = seed(server.api, url)
                 for title, offered in ((f"paced ({rate:.0f} req/s offered)", rate), ("flat out", None)):
-                    stats, elapsed = asyncio.run(phase(server.api, runs, seconds, offered))
+                    stats, elapsed = asyncio.run(phase(server.api, runs, seconds, offered, raw))
                     table(title, stats, elapsed)
                 errors = Counter(line.split(": ", 1)[-1][:160] for line in server.output().splitlines()
                                  if "Error" in line and not line.startswith(" "))
@@ -247,11 +291,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--pollers", type=int, default=POLLERS)
+    parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                        help="pollers' HTTP client: raw asyncio streams (cheap) or httpx")
     args = parser.parse_args()
     POLLERS = args.pollers
-    print(f"{POLLERS} pollers, {WORKERS} workers, {args.seconds:.0f}s per phase", flush=True)
+    print(f"{POLLERS} pollers ({args.client} client), {WORKERS} workers, {args.seconds:.0f}s per phase",
+          flush=True)
     for backend in args.backend or ["sqlite", "postgresql"]:
-        bench(backend, args.seconds, args.rate)
+        bench(backend, args.seconds, args.rate, args.client == "raw")
     return 0
 
 

@@ -68,18 +68,25 @@ class ConcurrencyLimit:
     holding nothing. Each request holds at most one pooled connection at a time, so with the limit
     below the pool's size no request ever waits for a connection that a queued request holds
     (without it, 100 pollers exhausted the pool while finished requests waited for a thread).
-    Long-polls and streams are exempt: they hold no connection while they wait."""
+
+    Workers' writes have a lane of their own (a quarter of the slots), so a crowd of dashboards
+    cannot delay the heartbeats and reports that keep training runs alive. Long-polls and streams
+    are exempt: they hold no connection while they wait."""
 
     EXEMPT_SUFFIXES = ("/claim", "/events/stream")
+    WORKER_SUFFIXES = ("/heartbeat", "/epochs", "/checkpoints", "/alerts", "/finish")
 
     def __init__(self, app, limit: int):
         import anyio
 
         self.app = app
-        self.slots = anyio.Semaphore(limit)
+        worker_slots = max(1, limit // 4)
+        self.readers = anyio.Semaphore(limit - worker_slots)
+        self.workers = anyio.Semaphore(worker_slots)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"].endswith(self.EXEMPT_SUFFIXES):
             return await self.app(scope, receive, send)
-        async with self.slots:
+        worker_write = scope["method"] == "POST" and scope["path"].endswith(self.WORKER_SUFFIXES)
+        async with self.workers if worker_write else self.readers:
             await self.app(scope, receive, send)
