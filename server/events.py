@@ -9,11 +9,6 @@ from sqlalchemy.orm import Session
 
 from server.models import ControlEvent
 
-# kinds the worker must apply and acknowledge; the rest are facts already true when written
-WORKER_KINDS = frozenset({"stage_set", "stage_advance", "stage_hold", "lr_set", "lr_scale", "lr_clear",
-                          "checkpoint_requested", "pause_requested", "stop_requested"})
-
-
 def record(db: Session, run_id: int | None, kind: str, actor: str, needs_worker: bool = False,
            **payload: Any) -> ControlEvent:
     event = ControlEvent(run_id=run_id, kind=kind, actor=actor, needs_worker=needs_worker,

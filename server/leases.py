@@ -115,10 +115,17 @@ def heartbeat(db: Session, run: Run, *, epoch: int, step: int, scalars: list[dic
     for item in scalars[:MAX_SCALARS_PER_HEARTBEAT]:
         values = {k: v for k, v in item.items() if k != "step"}
         db.add(StepScalar(run_id=run.id, step=int(item["step"]), values=values))
-    if scalars:
+    if _crosses_chunk(scalars, max(1, horizon // 4)):  # steps are dense: count only now and then
         db.flush()
         compact_steps(db, run.id, horizon, bucket)
     acknowledge(db, run, applied)
+
+
+def _crosses_chunk(scalars: list[dict[str, Any]], chunk: int) -> bool:
+    if not scalars:
+        return False
+    steps = [int(item["step"]) for item in scalars]
+    return min(steps) // chunk != max(steps) // chunk or max(steps) % chunk == chunk - 1
 
 
 def compact_steps(db: Session, run_id: int, horizon: int, bucket: int) -> int:

@@ -272,6 +272,3 @@ def transitions(db: Session, run: Run) -> list[StageTransition]:
 def lr_history(db: Session, run: Run) -> list[ControlEvent]:
     return events.list_events(db, run.id, after=0, limit=1000, kinds=LR_EVENT_KINDS)
 
-
-def is_finished(run: Run) -> bool:
-    return Status(run.status) in TERMINAL

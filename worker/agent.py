@@ -6,7 +6,6 @@ trainer reads between optimizer steps (so a `curl` override is applied within se
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import platform
 import tempfile
@@ -256,14 +255,8 @@ class Agent:
         kept = [c for c in listed if c["kept"]]
         choice = _choose_checkpoint(kept, spec.teacher_checkpoint, recipe.checkpoint.best_metric)
         target = Path(tempfile.mkdtemp(prefix="sala-teacher-")) / f"run{spec.teacher_run}-{choice['id']}.pt"
-        digest = hashlib.sha256()
-        with self.client._http.stream("GET", f"/runs/{spec.teacher_run}/checkpoints/{choice['id']}/file") as r:
-            r.raise_for_status()
-            with target.open("wb") as out:
-                for block in r.iter_bytes():
-                    digest.update(block)
-                    out.write(block)
-        if digest.hexdigest() != choice["sha256"]:
+        digest = self.client.download(f"/runs/{spec.teacher_run}/checkpoints/{choice['id']}/file", target)
+        if digest != choice["sha256"]:
             raise ValueError(f"teacher checkpoint {choice['id']} of run {spec.teacher_run} failed its checksum")
         log.info("distilling from run %s checkpoint %s (epoch %s)", spec.teacher_run, choice["id"], choice["epoch"])
         return str(target)

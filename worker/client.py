@@ -3,8 +3,10 @@ sent in order once it returns; a 409 about the lease means another worker owns t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -62,6 +64,20 @@ class SalaClient:
             log.warning("%s %s failed (%s); retrying in %.1fs", method, path, problem, delay)
             time.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
+
+
+    def download(self, path: str, target: Path) -> str:
+        """Stream a file to `target`; returns the sha256 of the bytes written."""
+        digest = hashlib.sha256()
+        with self._http.stream("GET", path) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ServerRefused(response.status_code, _body(response))
+            with target.open("wb") as out:
+                for block in response.iter_bytes():
+                    digest.update(block)
+                    out.write(block)
+        return digest.hexdigest()
 
 
 def _body(response: httpx.Response) -> Any:

@@ -404,7 +404,8 @@ class Recipe(Section):
         return kinds
 
     def stage_index(self, stage: str | int) -> int:
-        """Resolve a stage given by name or 0-based index, as the HTTP API accepts both."""
+        """Resolve a stage given by name or 0-based index, for library use. The HTTP API counts
+        stages from 1 and resolves them itself (`server.runs.resolve_stage`)."""
         stages = self.curriculum.stages
         if isinstance(stage, bool):
             raise UnknownStageError(f"not a stage: {stage!r}")

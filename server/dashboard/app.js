@@ -10,7 +10,7 @@ const STEP_KEEP = 20000;       // client-side cap on kept step points; older one
 const EPOCH_PAGE = 5000;
 const STATUSES = ["queued", "running", "pausing", "paused", "stopping", "completed", "failed", "stopped"];
 const ACTIVE = new Set(["queued", "running", "pausing", "paused", "stopping"]);
-// kinds the worker applies and acknowledges with the step (server/events.py WORKER_KINDS)
+// kinds the worker applies and acknowledges with the step (events recorded with needs_worker)
 const WORKER_KINDS = new Set(["stage_set", "stage_advance", "stage_hold", "lr_set", "lr_scale", "lr_clear",
   "checkpoint_requested", "pause_requested", "stop_requested"]);
 // after one of these, a request still unapplied will not be applied by that worker any more
