@@ -1,4 +1,4 @@
-"""The wheel carries what an installed server needs at run time: migrations and the dashboard."""
+"""The wheel carries what an installed server and worker need at run time: migrations, the dashboard, the corpus."""
 
 from __future__ import annotations
 
@@ -19,3 +19,4 @@ def test_wheel_contains_migrations_and_dashboard(tmp_path):
     versions = [n for n in names if n.startswith("server/migrations/versions/") and n.endswith(".py")]
     assert versions, "no migration revisions in the wheel"
     assert "server/dashboard/index.html" in names
+    assert "worker/data/corpus/khmer-words.txt.gz" in names

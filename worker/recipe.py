@@ -141,11 +141,13 @@ class ModelSpec(Section):
 
 class SyntheticData(Section):
     fonts: list[Name] = Field(
-        default_factory=lambda: ["noto-sans-khmer"], min_length=1, max_length=256,
-        description="bundled font names, or paths to .ttf/.otf files or folders",
+        default_factory=lambda: ["noto-sans-khmer", "system"], min_length=1, max_length=256,
+        description="noto-sans-khmer (bundled), system (every Khmer font fontconfig lists), or paths to "
+                    ".ttf/.otf files or folders; validation designs are always left out",
     )
     corpus: str | None = Field(
-        None, description="UTF-8 text file of Khmer words/lines for word and line stages; null = built-in"
+        None, description="UTF-8 text file (or .gz) of Khmer words/lines for word and line stages; null = the "
+                          "bundled corpus (33,000 words)"
     )
 
 
@@ -334,7 +336,9 @@ class ValidationSpec(Section):
         description="samples per content in a fixed set over every stage's content (val_overall_*); 0 = off",
     )
     fonts: list[Name] | None = Field(
-        None, max_length=256, description="held-out fonts; null = the training fonts"
+        default_factory=lambda: ["held-out"], max_length=256,
+        description="fonts stage metrics are judged on, never trained on: held-out (Khmer OS Siemreap, Khmer "
+                    "Busra and its variants, Noto Serif Khmer), font files or folders; null = the training fonts",
     )
 
 

@@ -35,21 +35,28 @@ def preview(
     stage: Annotated[str, typer.Option(help="1-5 or a content name: " + ", ".join(CONTENTS))],
     out: Annotated[Path, typer.Option(help="folder to write PNGs and labels.jsonl into")],
     count: Annotated[int, typer.Option(min=1)] = 32,
-    font: Annotated[Optional[list[str]], typer.Option(help="bundled font name, font file or folder; repeatable")] = None,
+    font: Annotated[Optional[list[str]], typer.Option(help="font spec (noto-sans-khmer, system, a file or folder); "
+                                                      "repeatable; default: the default recipe's")] = None,
     corpus: Annotated[Optional[Path], typer.Option(help="UTF-8 word/line file for words and lines")] = None,
     seed: int = 0,
     height: int = 32,
     augmentation: Annotated[Optional[float], typer.Option(help="probability; default: the default recipe's")] = None,
+    validation: Annotated[bool, typer.Option("--validation", help="draw the validation set: held-out fonts and "
+                                             "text, never augmented")] = False,
 ) -> None:
     """Write sample images with a labels.jsonl in the real-data format."""
     from PIL import Image
 
-    from worker.data.dataset import DataSources, build_train_dataset
+    from worker.data.dataset import DataSources, build_train_dataset, build_val_dataset
+    from worker.recipe import Recipe
 
     content = _content(stage)
     p = DEFAULT_AUGMENTATION[content] if augmentation is None else augmentation
-    sources = DataSources.create(fonts=font, corpus=corpus, image_height=height)
-    dataset = build_train_dataset(sources, content, epoch=0, seed=seed, length=count, augmentation=p)
+    default = Recipe()
+    sources = DataSources.create(fonts=font or default.data.synthetic.fonts, val_fonts=default.validation.fonts,
+                                 corpus=corpus, image_height=height)
+    dataset = (build_val_dataset(sources, content, seed=seed, samples=count) if validation else
+               build_train_dataset(sources, content, epoch=0, seed=seed, length=count, augmentation=p))
     out.mkdir(parents=True, exist_ok=True)
     with (out / LABELS).open("w", encoding="utf-8") as labels:
         for i in track(range(count), description=f"rendering {content}", console=console):
@@ -77,6 +84,76 @@ def stats(folder: Path) -> None:
         for b in report.bad:
             bad.add_row(str(b.line), str(b.image), b.reason)
         console.print(bad)
+
+
+@app.command()
+def fonts(
+    recipe: Annotated[Optional[Path], typer.Argument(help="recipe YAML/JSON; default: the default recipe")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
+) -> None:
+    """List the training and validation fonts a recipe resolves to on this machine."""
+    from worker.data.fonts import plan
+    from worker.recipe import Recipe, RecipeError, load_recipe
+    from worker.khmer import CHARACTERS
+
+    try:
+        spec = load_recipe(recipe) if recipe else Recipe()
+    except (RecipeError, OSError) as exc:
+        console.print(f"{recipe}: {exc}")
+        raise typer.Exit(1) from None
+    synthetic = spec.data.synthetic
+    try:
+        found = plan(synthetic.fonts if synthetic else None, spec.validation.fonts)
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(str(exc))
+        raise typer.Exit(1) from None
+    rows = [{"use": use, "design": f.design, "face": f.name, "file": str(f.path),
+             "axes": {a.tag: [a.minimum, a.maximum] for a in f.axes}, "missing": f.missing(CHARACTERS)}
+            for use, faces in (("train", found.train), ("validation", found.val if found.held_out else []))
+            for f in faces]
+    if json_output:
+        typer.echo(json.dumps({"fonts": rows, "held_out": found.held_out, "warnings": found.warnings},
+                              ensure_ascii=False, indent=2))
+        return
+    table = Table("use", "design", "face", "file", "axes", "cannot draw")
+    for r in rows:
+        axes = ", ".join(f"{t} {lo:g}-{hi:g}" for t, (lo, hi) in r["axes"].items())
+        table.add_row(r["use"], r["design"], r["face"], r["file"], axes, r["missing"] or "-")
+    console.print(table)
+    designs = {use: len({r["design"] for r in rows if r["use"] == use}) for use in ("train", "validation")}
+    console.print(f"{designs['train']} training designs; " + (
+        f"{designs['validation']} held-out validation designs" if found.held_out else "validation uses the training fonts"))
+    for warning in found.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
+
+
+@app.command()
+def corpus(
+    out: Annotated[Path, typer.Option(help="corpus file to write (.gz compresses)")],
+    tessdata: Annotated[Optional[Path], typer.Option(
+        help="a Tesseract model whose word list to take, e.g. " + "/usr/share/tesseract-ocr/5/tessdata/khm.traineddata")] = None,
+    text: Annotated[Optional[list[Path]], typer.Option(help="UTF-8 text file, one word or line per line; repeatable")] = None,
+    builtin: Annotated[bool, typer.Option(help="include the built-in word list")] = True,
+) -> None:
+    """Build a corpus for the word and line stages: normalised, checked against the alphabet, deduplicated.
+
+    The bundled corpus is `sala data corpus --tessdata .../khm.traineddata --out worker/data/corpus/khmer-words.txt.gz`.
+    """
+    from worker.data.corpus import CorpusError, build_corpus, is_held_out
+
+    if tessdata is None and not text and not builtin:
+        raise typer.BadParameter("give --tessdata, --text or --builtin")
+    try:
+        report = build_corpus(out, tessdata=tessdata, texts=list(text or []), builtin=builtin)
+    except CorpusError as exc:
+        console.print(str(exc), soft_wrap=True)
+        raise typer.Exit(1) from None
+    from worker.data.corpus import read_texts
+
+    held = sum(map(is_held_out, read_texts(out)))
+    dropped = ", ".join(f"{n} {why}" for why, n in report.dropped.most_common()) or "none"
+    console.print(f"read {report.read} entries, wrote {report.kept} to {out} ({held} held out for validation); "
+                  f"dropped: {dropped}", soft_wrap=True)
 
 
 def _coverage(rows) -> None:

@@ -22,12 +22,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from worker.data.augment import augment
 from worker.data.real import DataReport, RealRow, is_validation, load_line_image, scan_folder
+from worker.data.fonts import plan as font_plan
 from worker.data.render import Renderer
 from worker.data.text import CONTENTS, TextSource
 from worker.khmer import CONTENT_LEVELS, categorize, encode, level_of
 
 log = logging.getLogger(__name__)
 Sample = dict[str, Any]
+DRAWS = 20
 
 
 @dataclass
@@ -44,9 +46,15 @@ class DataSources:
     def create(cls, *, fonts: Sequence[str | Path] | None = None, val_fonts: Sequence[str | Path] | None = None,
                corpus: str | Path | None = None, folders: Sequence[str | Path] = (), image_height: int = 32,
                width_bucket: int = 32, val_percent: int = 10) -> DataSources:
-        """Fails here, at start-up, on missing raqm, fonts or corpus; bad real rows are only reported."""
-        renderer = Renderer(fonts, image_height, width_bucket)
-        val_renderer = Renderer(val_fonts, image_height, width_bucket) if val_fonts else renderer
+        """Fails here, at start-up, on missing raqm, fonts or corpus; bad real rows are only reported.
+
+        `val_fonts` None validates on the training fonts; otherwise validation designs never train.
+        """
+        faces = font_plan(fonts, val_fonts)
+        for warning in faces.warnings:
+            log.warning("%s", warning)
+        renderer = Renderer(faces.train, image_height, width_bucket)
+        val_renderer = Renderer(faces.val, image_height, width_bucket) if val_fonts else renderer
         return cls(renderer, val_renderer, TextSource(corpus), [scan_folder(f) for f in folders], val_percent)
 
     def real_rows(self, content: str, split: str) -> list[RealRow]:
@@ -94,7 +102,11 @@ class CurriculumDataset(Dataset):
         return self._synthetic(content, rng, nprng)
 
     def _synthetic(self, content: str, rng: random.Random, nprng: np.random.Generator) -> Sample:
-        text = self.sources.text.sample(content, rng)
+        text = self.sources.text.sample(content, rng, self.split)
+        for _ in range(DRAWS):  # a font set without Latin letters, say, draws another text
+            if self.renderer.can_draw(text):
+                break
+            text = self.sources.text.sample(content, rng, self.split)
         r = self.renderer.render(text, rng)
         image, boundaries = r.image, r.boundaries
         if rng.random() < self.augmentation:

@@ -17,16 +17,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-import fontpkg_noto_sans_khmer
 from PIL import Image, ImageDraw, ImageFont, features
 
+from worker.data.fonts import Face, resolve
 from worker.khmer import segment
 
 log = logging.getLogger(__name__)
 
-BUNDLED_FONTS = {"noto-sans-khmer": fontpkg_noto_sans_khmer.ROOT / "files" / "NotoSansKhmer[wdth,wght].ttf"}
-DEFAULT_FONTS = ("noto-sans-khmer",)
-FONT_SUFFIXES = {".ttf", ".otf", ".ttc"}
 # The tallest and deepest clusters: shifter over vowel, robat, double stacks with below vowels.
 _PROBES = ("ប៊ី", "ម៉ឺ", "ក៌", "ស្ត្រូ", "ង្ក្រួ", "ញ្ញូ", "ក្សៀ", "ឡើ", "ឬ", "ឮ", "ៗ", "(Ag)", "ស្ត្រើ", "ព្រឹ")
 _REFERENCE_SIZE = 100
@@ -45,35 +42,16 @@ def require_raqm() -> None:
         )
 
 
-def resolve_fonts(specs: Sequence[str | Path] | None) -> list[Path]:
-    """Font files for bundled names, files and folders (searched recursively); Khmer-less fonts skipped."""
-    paths: list[Path] = []
-    for spec in specs or DEFAULT_FONTS:
-        path = BUNDLED_FONTS.get(str(spec)) or Path(spec).expanduser()
-        if path.is_dir():
-            paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in FONT_SUFFIXES)
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise FileNotFoundError(f"font {spec!r} is neither a bundled font ({', '.join(BUNDLED_FONTS)}), a file nor a folder")
-    usable = [p for p in dict.fromkeys(paths) if _has_khmer(p)]
-    if not usable:
-        raise ValueError(f"none of the fonts {list(map(str, specs or DEFAULT_FONTS))} draws Khmer")
-    return usable
+@lru_cache(maxsize=2048)
+def _font(path: str, size: int, variation: tuple[float, ...] = ()) -> ImageFont.FreeTypeFont:
+    font = ImageFont.truetype(path, size, layout_engine=ImageFont.Layout.RAQM)
+    if variation:
+        font.set_variation_by_axes(list(variation))
+    return font
 
 
-def _has_khmer(path: Path) -> bool:
-    font = ImageFont.truetype(str(path), 24, layout_engine=ImageFont.Layout.RAQM)
-    missing = bytes(font.getmask("\U0010fff0"))
-    if all(bytes(font.getmask(ch)) == missing for ch in "កខ"):
-        log.warning("font %s has no Khmer glyphs; skipped", path)
-        return False
-    return True
-
-
-@lru_cache(maxsize=256)
-def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(path, size, layout_engine=ImageFont.Layout.RAQM)
+class UncoveredText(ValueError):
+    """No font of the renderer draws every character of a text."""
 
 
 @dataclass
@@ -91,19 +69,34 @@ class _FontFit:
 
 @dataclass
 class Renderer:
-    """Draws one line of text; stateless apart from a per-font size cache, so it pickles to workers."""
+    """Draws one line of text; stateless apart from per-font caches, so it pickles to workers.
 
-    fonts: Sequence[str | Path] | None = None
+    ``fonts`` are resolved faces (`worker.data.fonts.plan`) or specs to resolve. A sample picks a
+    design uniformly, then one of its faces, among those that draw every character of the text, so
+    a family with four files is not drawn four times as often; a variable face gets random axes.
+    """
+
+    fonts: Sequence[Face | str | Path] | None = None
     height: int = 32
     width_bucket: int = 32
     pad: int = field(default=0)
-    paths: list[Path] = field(init=False)
+    faces: list[Face] = field(init=False)
 
     def __post_init__(self) -> None:
         require_raqm()
         self.pad = self.pad or max(2, self.height // 16)
-        self.paths = resolve_fonts(self.fonts)
-        self._fits = {str(p): self._fit(str(p)) for p in self.paths}
+        given = list(self.fonts or ["noto-sans-khmer"])
+        self.faces = [f for f in given if isinstance(f, Face)] + resolve([f for f in given if not isinstance(f, Face)])
+        if not self.faces:
+            raise ValueError(f"none of the fonts {[str(f) for f in given]} draws Khmer")
+        self._fits = {str(f.path): self._fit(str(f.path)) for f in self.faces}
+
+    @property
+    def paths(self) -> list[Path]:
+        return [f.path for f in self.faces]
+
+    def can_draw(self, text: str) -> bool:
+        return any(f.covers(text) for f in self.faces)
 
     def _fit(self, path: str) -> _FontFit:
         ref = _font(path, _REFERENCE_SIZE)
@@ -112,14 +105,25 @@ class Renderer:
         size = max(4, int((self.height - 2 * self.pad) * _REFERENCE_SIZE / (bottom - top)))
         return _FontFit(size, self.pad - math.floor(top * size / _REFERENCE_SIZE))
 
+    def pick(self, text: str, rng: random.Random) -> tuple[Face, tuple[float, ...]]:
+        """A face that draws the whole text (design first, then face) and, for a variable face, its axes."""
+        covering = [f for f in self.faces if f.covers(text)]
+        if not covering:
+            missing = "".join(sorted(set().union(*(set(f.missing(text)) for f in self.faces))))
+            raise UncoveredText(f"no font draws {missing!r} of {text!r}")
+        design = rng.choice(sorted({f.design for f in covering}))
+        face = rng.choice([f for f in covering if f.design == design])
+        return face, tuple(rng.choice(axis.values()) for axis in face.axes)
+
     def render(self, text: str, rng: random.Random) -> Rendered:
-        path = str(rng.choice(self.paths))
+        face, variation = self.pick(text, rng)
+        path = str(face.path)
         fit = self._fits[path]
-        font, y = _font(path, fit.size), fit.baseline_top
+        font, y = _font(path, fit.size, variation), fit.baseline_top
         left, top, right, bottom = font.getbbox(text)
         inner = self.height - 2 * self.pad
         if bottom - top > inner:  # a stack taller than the probes: draw smaller
-            font = _font(path, max(4, fit.size * inner // (bottom - top)))
+            font = _font(path, max(4, fit.size * inner // (bottom - top)), variation)
             left, top, right, bottom = font.getbbox(text)
         y = min(max(y, self.pad - top), self.height - self.pad - bottom)
         natural = right - left + 2 * self.pad
@@ -127,7 +131,7 @@ class Renderer:
         x = self.pad - left + rng.randint(0, width - natural)
         image = Image.new("L", (width, self.height), 0)
         ImageDraw.Draw(image).text((x, y), text, fill=255, font=font)
-        return Rendered(image, self._boundaries(text, font, x), Path(path).name)
+        return Rendered(image, self._boundaries(text, font, x), face.name)
 
     @staticmethod
     def _boundaries(text: str, font: ImageFont.FreeTypeFont, x: float) -> list[float]:
@@ -136,3 +140,4 @@ class Renderer:
             prefix += cluster
             edges.append(x + font.getlength(prefix))
         return edges
+

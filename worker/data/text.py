@@ -3,8 +3,8 @@
 `characters`, `combinations` and `complex` are generated cluster by cluster
 from spelling tables, so every cluster is valid Khmer (checked in the tests by
 `worker.khmer.orthography`, written apart from these tables). `words` and
-`lines` come from a user corpus (one word or line per text line, UTF-8) when
-given, else from the built-in `khmer_words.WORDS`.
+`lines` come from a corpus (`worker.data.corpus`): the bundled one, or a user's
+file of one word or line per text line.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from worker.data.khmer_words import WORDS
-from worker.khmer import in_charset, level_of, normalize, segment
+from worker.data.corpus import Corpus, load_corpus
+from worker.khmer import normalize, segment
 
 CONTENTS = ("characters", "combinations", "complex", "words", "lines")
 
@@ -70,26 +70,64 @@ def complex_cluster(rng: random.Random) -> str:
     return head + vowel + sign
 
 
+# Latin words as Khmer text quotes them: names, places, brands, units and abbreviations.
+LATIN_WORDS = """
+ASEAN UN WHO NGO UNESCO UNICEF CEO ID TV SMS PDF USB GPS VAT GDP km kg cm mm ml USD KHR AM PM
+COVID-19 Wi-Fi e-mail email online internet website app Facebook Google YouTube TikTok Telegram
+Messenger Zoom Microsoft Windows Apple iPhone Samsung Android Toyota Honda Lexus Visa ABA ACLEDA
+Wing Cambodia Khmer Angkor Wat Phnom Penh Siem Reap Battambang Kampot Kep Takeo Kandal Mekong Tonle
+Sap Sihanoukville Bangkok Vietnam Thailand Laos China Japan Korea France America Paris Tokyo
+Mr Mrs Ms Dr No Tel Fax www com org Hotel Restaurant Coffee Mart Bank Co Ltd Plc Inc Group Center
+OK Hello Thank you the and of for in on to from with new news sport music movie video photo
+""".split()
+RIEL, REPEAT = "\u17db", "\u17d7"
+SENTENCE_ENDS = ("\u17d4", "\u17d4", "\u17d4", "\u17d5", "\u17d6", "?", "!")
+BRACKETS = (("(", ")"), ("(", ")"), ("[", "]"), ("«", "»"), ("“", "”"), ('"', '"'), ("\u2018", "\u2019"))
+
+
+def number(rng: random.Random) -> str:
+    """A number as Khmer text writes it: Khmer or Latin digits, grouped, decimal, a date, a time, a price."""
+    digits = KHMER_DIGITS if rng.random() < 0.65 else list("0123456789")
+    def run(n: int) -> str:
+        return "".join(rng.choice(digits) for _ in range(n))
+    kind = rng.random()
+    if kind < 0.45:
+        return run(rng.randint(1, 4))
+    if kind < 0.6:
+        return run(rng.randint(1, 3)) + "," + run(3)
+    if kind < 0.7:
+        return run(rng.randint(1, 3)) + "." + run(rng.randint(1, 2))
+    if kind < 0.8:
+        return f"{run(2)}/{run(2)}/{run(4)}"
+    if kind < 0.87:
+        return f"{run(rng.randint(1, 2))}:{run(2)}"
+    if kind < 0.94:
+        return run(rng.randint(1, 3)) + "%"
+    return run(rng.randint(3, 6)) + RIEL
+
+
 class TextSource:
-    """Draws a label for any content name from a per-sample `random.Random`."""
+    """Draws a label for any content name from a per-sample `random.Random`.
 
-    def __init__(self, corpus: str | Path | None = None, max_line_chars: int = 40) -> None:
+    Words and lines come from a corpus (the bundled one unless `corpus` names a file); training
+    draws its training part and validation (`split="val"`) its held-out part. Lines mix words as
+    real Khmer text does: phrases without spaces between words, spaces between phrases, numbers,
+    punctuation, brackets and quotes, and now and then a Latin word.
+    """
+
+    def __init__(self, corpus: str | Path | Corpus | None = None, max_line_chars: int = 40) -> None:
         self.max_line_chars = max_line_chars
-        self.words: list[str] = list(WORDS)
-        self.lines: list[str] = []
-        if corpus is not None:
-            self._load_corpus(Path(corpus))
+        self.corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
 
-    def _load_corpus(self, path: Path) -> None:
-        texts = [normalize(t) for t in path.read_text(encoding="utf-8").splitlines()]
-        texts = [t for t in texts if t and in_charset(t)]
-        words = list(dict.fromkeys(w for t in texts for w in t.split(" ") if level_of(w) >= 1))
-        if not words:
-            raise ValueError(f"corpus {path} holds no usable Khmer text")
-        self.words = words
-        self.lines = [t for t in texts if level_of(t) == 5]
+    @property
+    def words(self) -> list[str]:
+        return self.corpus.words
 
-    def sample(self, content: str, rng: random.Random) -> str:
+    @property
+    def lines(self) -> list[str]:
+        return self.corpus.lines
+
+    def sample(self, content: str, rng: random.Random, split: str = "train") -> str:
         if content == "characters":
             return character(rng)
         if content == "combinations":
@@ -97,30 +135,64 @@ class TextSource:
         if content == "complex":
             return complex_cluster(rng)
         if content == "words":
-            return rng.choice(self.words)
+            return self._word(rng, split)
         if content == "lines":
-            return self._line(rng)
+            return self._line(rng, split)
         raise ValueError(f"unknown content {content!r}; expected one of {', '.join(CONTENTS)}")
 
-    def _line(self, rng: random.Random) -> str:
-        if self.lines and rng.random() < 0.5:
-            return self._crop(rng.choice(self.lines), rng)
-        parts = []
-        for _ in range(rng.randint(2, 6)):
-            parts.append(_number(rng) if rng.random() < 0.08 else rng.choice(self.words))
-            parts.append(" " if rng.random() < 0.5 else "")
-        parts[rng.randrange(0, len(parts) - 1, 2) + 1] = " "
-        line = "".join(parts).strip()
-        if rng.random() < 0.3:
-            line += rng.choice(["\u17d4", "\u17d4", "\u17d6", "?", "!"])
-        return self._crop(normalize(line), rng)
+    def _word(self, rng: random.Random, split: str) -> str:
+        kind = rng.random()
+        if kind < 0.04:
+            return number(rng)
+        if kind < 0.07:
+            return rng.choice(LATIN_WORDS)
+        word = rng.choice(self.corpus.pools(split)[0])
+        return word + REPEAT if kind < 0.09 else word
+
+    def _token(self, rng: random.Random, words: list[str]) -> tuple[str, bool]:
+        """A word, number or Latin word; the flag says it stands apart (Latin words are spaced)."""
+        kind = rng.random()
+        if kind < 0.07:
+            return number(rng), rng.random() < 0.5
+        if kind < 0.10:
+            return rng.choice(LATIN_WORDS), True
+        word = rng.choice(words)
+        if kind < 0.14:
+            left, right = rng.choice(BRACKETS)
+            return left + word + right, False
+        return (word + REPEAT if kind < 0.17 else word), False
+
+    def _line(self, rng: random.Random, split: str) -> str:
+        """Phrases of words written together, spaces between phrases, cut to `max_line_chars` at a token."""
+        words, lines = self.corpus.pools(split)
+        if lines and rng.random() < 0.5:
+            return self._crop(rng.choice(lines), rng)
+        for _ in range(5):  # a first phrase that fills the line leaves no space: draw again
+            line = self._phrases(rng, words)
+            if " " in line:
+                break
+        if rng.random() < 0.35 and len(line) < self.max_line_chars:
+            line += rng.choice(SENTENCE_ENDS)
+        return normalize(line)
+
+    def _phrases(self, rng: random.Random, words: list[str]) -> str:
+        line, apart = "", False
+        for phrase in range(rng.randint(2, 5)):
+            for k in range(rng.randint(1, 3)):
+                token, spaced = self._token(rng, words)
+                sep = " " if line and (k == 0 or spaced or apart) else ""
+                if len(line) + len(sep) + len(token) > self.max_line_chars:
+                    break
+                line, apart = line + sep + token, spaced
+        return line or self._crop(token, rng)
 
     def _crop(self, line: str, rng: random.Random) -> str:
-        """At most `max_line_chars` code points, cut at cluster boundaries."""
+        """At most `max_line_chars` code points from a word start (or any cluster of a line without spaces)."""
         if len(line) <= self.max_line_chars:
             return line
         clusters = segment(line)
-        start = rng.randrange(len(clusters))
+        starts = [i for i, c in enumerate(clusters) if i == 0 or clusters[i - 1] == " "]
+        start = rng.choice(starts) if len(starts) > 1 else rng.randrange(len(clusters))
         out = ""
         for c in clusters[start:]:
             if len(out) + len(c) > self.max_line_chars:
@@ -128,6 +200,3 @@ class TextSource:
             out += c
         return normalize(out) or clusters[start][: self.max_line_chars]
 
-
-def _number(rng: random.Random) -> str:
-    return "".join(rng.choice(KHMER_DIGITS) for _ in range(rng.randint(1, 4)))

@@ -23,6 +23,7 @@ class Category(IntEnum):
     DIGIT = 6
     PUNCTUATION = 7  # punctuation, Khmer symbols and anything else
     SPACE = 8
+    LATIN = 9
 
 
 NUM_CATEGORIES = len(Category)
@@ -44,6 +45,8 @@ def category_of(ch: str) -> Category:
         return Category.DIGIT
     if ch.isspace():
         return Category.SPACE
+    if ch.isascii() and ch.isalpha():
+        return Category.LATIN
     return Category.PUNCTUATION
 
 

@@ -3,7 +3,8 @@
 Index 0 is the CTC blank. Indices 1.. follow the sorted code points of
 ``CHARACTERS``; the list is fixed in code (not derived from data), so a
 checkpoint's output layer means the same thing in every run. Only assigned
-code points of the Khmer blocks are included. ``CHARSET_VERSION`` is a short
+code points of the Khmer blocks are included, with ASCII digits, Latin letters,
+common punctuation and the space. ``CHARSET_VERSION`` is a short
 hash of the alphabet that checkpoints can record and compare.
 """
 
@@ -24,6 +25,8 @@ KHMER_DIGITS = "".join(chr(c) for c in range(0x17E0, 0x17EA))
 KHMER_NUMERAL_SIGNS = "".join(chr(c) for c in range(0x17F0, 0x17FA))
 KHMER_SYMBOLS = "".join(chr(c) for c in range(0x19E0, 0x1A00))
 ASCII_DIGITS = "0123456789"
+# Khmer text quotes Latin names, units and abbreviations (ASEAN, km, COVID-19).
+LATIN_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 PUNCTUATION = ".,:;!?'\"()[]{}-/%&+*=#@<>«»‘’“”…–—"
 SPACE = " "
 
@@ -33,7 +36,7 @@ KHMER_BLOCK = (
 )
 
 CHARACTERS: str = "".join(sorted(set(
-    KHMER_BLOCK + KHMER_SYMBOLS + ASCII_DIGITS + PUNCTUATION + SPACE
+    KHMER_BLOCK + KHMER_SYMBOLS + ASCII_DIGITS + LATIN_LETTERS + PUNCTUATION + SPACE
 )))
 CHAR_TO_INDEX: dict[str, int] = {ch: i + 1 for i, ch in enumerate(CHARACTERS)}
 INDEX_TO_CHAR: dict[int, str] = {i: ch for ch, i in CHAR_TO_INDEX.items()}
