@@ -70,9 +70,10 @@ def preview(
 
 @app.command()
 def stats(folder: Path) -> None:
-    """Charset coverage, stage histogram and bad rows of a real dataset (images + labels.jsonl)."""
+    """Charset coverage, stage histogram, labels changed by normalisation and bad rows of a real dataset."""
     report = scan_folder(folder)
     console.print(f"{folder}: {len(report.rows)} good rows, {len(report.bad)} bad", soft_wrap=True)
+    console.print(f"{report.normalized} of {len(report.rows)} labels changed by normalisation")
     histogram = Counter(r.level for r in report.rows)
     table = Table("stage", "content", "rows")
     for level, content in LEVEL_CONTENTS.items():

@@ -2,10 +2,11 @@
 
 Each line of ``labels.jsonl`` is ``{"image": "x.png", "text": "..."}`` with the
 image path relative to the folder. Labels are normalised like every synthetic
-label, and each row gets the curriculum level of its text. A bad row (not
-JSON, missing keys, missing or unreadable image, empty label, label with no
-Khmer or with characters outside the charset) is logged with its line number,
-recorded in the `DataReport`, and skipped; scanning never raises on a row.
+label (the report counts the good rows whose label that changed), and each row
+gets the curriculum level of its text. A bad row (not JSON, missing keys,
+missing or unreadable image, empty label, label with no Khmer or with
+characters outside the charset) is logged with its line number, recorded in
+the `DataReport`, and skipped; scanning never raises on a row.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ class DataReport:
     folder: Path
     rows: list[RealRow] = field(default_factory=list)
     bad: list[BadRow] = field(default_factory=list)
+    normalized: int = 0  # good rows whose label `normalize` changed
 
     def __str__(self) -> str:
-        lines = [f"{self.folder}: {len(self.rows)} good rows, {len(self.bad)} bad"]
+        lines = [f"{self.folder}: {len(self.rows)} good rows, {len(self.bad)} bad",
+                 f"  {self.normalized} of {len(self.rows)} labels changed by normalisation"]
         lines += [f"  line {b.line}: {b.reason} ({b.image})" for b in self.bad]
         return "\n".join(lines)
 
@@ -80,12 +83,13 @@ def _check_row(folder: Path, number: int, raw: str, report: DataReport) -> None:
     except (ValueError, KeyError, TypeError):
         report.bad.append(BadRow(number, None, 'not a JSON object with string "image" and "text"'))
         return
-    reason = _label_problem(normalize(text)) or _image_problem(folder / name)
+    label = normalize(text)
+    reason = _label_problem(label) or _image_problem(folder / name)
     if reason:
         report.bad.append(BadRow(number, name, reason))
     else:
-        text = normalize(text)
-        report.rows.append(RealRow(folder / name, text, level_of(text), number))
+        report.normalized += label != text
+        report.rows.append(RealRow(folder / name, label, level_of(label), number))
 
 
 def _label_problem(text: str) -> str | None:

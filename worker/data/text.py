@@ -18,7 +18,7 @@ from worker.khmer import normalize, segment
 CONTENTS = ("characters", "combinations", "complex", "words", "lines")
 
 CONSONANTS = [chr(c) for c in range(0x1780, 0x17A3)]
-SUBSCRIPTS = [c for c in CONSONANTS if c != "\u17a1"]  # LA has no subscript form
+SUBSCRIPTS = [c for c in CONSONANTS if c not in "\u17a1\u178a"]  # LA has none; DA's is spelled as TA's
 INDEPENDENT_VOWELS = [chr(c) for c in range(0x17A5, 0x17B4) if c != 0x17A8]
 VOWELS = [chr(c) for c in range(0x17B6, 0x17C6)]
 KHMER_DIGITS = [chr(c) for c in range(0x17E0, 0x17EA)]

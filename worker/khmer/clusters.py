@@ -14,12 +14,7 @@ their own; nothing is ever dropped here (dropping is `normalize`'s job).
 
 from __future__ import annotations
 
-from enum import IntEnum
-
 COENG = "\u17d2"
-RO = "\u179a"
-SHIFTERS = "\u17c9\u17ca"  # MUUSIKATOAN, TRIISAP
-ROBAT = "\u17cc"
 
 
 def is_consonant(ch: str) -> bool:
@@ -43,43 +38,6 @@ def is_sign(ch: str) -> bool:
 def is_mark(ch: str) -> bool:
     """Anything that attaches to the preceding base (COENG and invisible vowels included)."""
     return is_dependent_vowel(ch) or is_sign(ch) or ch in "\u17d2\u17b4\u17b5"
-
-
-class Part(IntEnum):
-    """Kinds of cluster parts, numbered in their canonical order."""
-
-    BASE = 0
-    SUBSCRIPT = 1
-    SUBSCRIPT_RO = 2
-    SHIFTER = 3
-    VOWEL = 4
-    SIGN = 5
-    LONE_COENG = 6
-
-
-def parts(cluster: str) -> list[tuple[Part, str]]:
-    """Split one cluster into (kind, text) parts; a subscript part is COENG + letter."""
-    out: list[tuple[Part, str]] = []
-    i = 0
-    while i < len(cluster):
-        ch = cluster[i]
-        if ch == COENG:
-            if i + 1 < len(cluster) and is_letter(cluster[i + 1]):
-                kind = Part.SUBSCRIPT_RO if cluster[i + 1] == RO else Part.SUBSCRIPT
-                out.append((kind, cluster[i : i + 2]))
-                i += 2
-                continue
-            out.append((Part.LONE_COENG, ch))
-        elif ch in SHIFTERS:
-            out.append((Part.SHIFTER, ch))
-        elif is_dependent_vowel(ch):
-            out.append((Part.VOWEL, ch))
-        elif is_mark(ch):
-            out.append((Part.SIGN, ch))
-        else:
-            out.append((Part.BASE, ch))
-        i += 1
-    return out
 
 
 def segment(text: str) -> list[str]:

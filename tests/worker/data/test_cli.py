@@ -19,6 +19,11 @@ def test_preview_writes_a_dataset_that_stats_reads_back(tmp_path):
     result = runner.invoke(app, ["stats", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "6 good rows, 0 bad" in result.output and "complex" in result.output
+    assert "0 of 6 labels changed by normalisation" in result.output  # generated labels are canonical
+    rows[0]["text"] = "\u200b" + rows[0]["text"]  # an invisible space the picture cannot show
+    (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = runner.invoke(app, ["stats", str(tmp_path)])
+    assert "1 of 6 labels changed by normalisation" in result.output, result.output
 
 
 def test_preview_takes_content_names_and_refuses_unknown_stages(tmp_path):

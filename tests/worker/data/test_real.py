@@ -34,6 +34,7 @@ def test_bad_rows_are_reported_with_line_numbers_and_skipped(tmp_path, caplog):
     report = scan_folder(tmp_path)
     assert [r.line for r in report.rows] == [1, 10]
     assert report.rows[0].text == "ខ្ញុំ ទៅ" and report.rows[0].level == 5 and report.rows[1].level == 4
+    assert report.normalized == 1 and "1 of 2 labels changed by normalisation" in str(report)  # the ZWSP went
     reasons = {b.line: b.reason for b in report.bad}
     assert sorted(reasons) == [2, 3, 4, 5, 6, 8, 9]
     assert "missing" in reasons[2] and "unreadable" in reasons[3] and "empty" in reasons[4]
