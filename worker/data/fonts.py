@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -76,10 +77,10 @@ class Face:
         return f"{self.family} {self.style}".strip()
 
     def covers(self, text: str) -> bool:
-        return all(ord(ch) in self.coverage for ch in text if not ch.isspace())
+        return all(ord(ch) in self.coverage for ch in text if not _invisible(ch))
 
     def missing(self, characters: Iterable[str]) -> str:
-        return "".join(ch for ch in characters if not ch.isspace() and ord(ch) not in self.coverage)
+        return "".join(ch for ch in characters if not _invisible(ch) and ord(ch) not in self.coverage)
 
     def is_held_out(self) -> bool:
         return self.family.startswith(HELD_OUT_FAMILIES)
@@ -88,6 +89,11 @@ class Face:
     def design(self) -> str:
         """Faces of one design share a family name, or a held-out family's prefix (Busra and its variants)."""
         return next((p for p in HELD_OUT_FAMILIES if self.family.startswith(p)), self.family)
+
+
+def _invisible(ch: str) -> bool:
+    """Spaces and format characters (ZWSP, word joiner...) draw nothing, so no glyph is needed."""
+    return ch.isspace() or unicodedata.category(ch) == "Cf"
 
 
 @lru_cache(maxsize=512)
