@@ -19,7 +19,10 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY server ./server
 COPY worker ./worker
-# The wheel carries the Alembic migrations (server/migrations) and the dashboard as package data.
+COPY core ./core
+COPY sala ./sala
+COPY migrations ./migrations
+# The wheel carries the Alembic migrations (migrations/, installed as server/migrations) and the dashboard as package data.
 RUN pip install .
 
 # Not root. /artifacts is created here, owned by `sala`, so a named volume mounted there starts

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from worker.controller import Directive, EpochSummary, SavedCheckpoint
-from worker.recipe import Recipe, apply_patch, load_recipe
+from core.recipe import Recipe, apply_patch, load_recipe
 from worker.trainer import Trainer
 
 

@@ -10,7 +10,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from worker.recipe import RecommendationKind, lower_is_better
+from core.recipe import RecommendationKind, lower_is_better
 
 Trigger = Literal["threshold", "max_epochs", "patience"]
 Reason = Literal["threshold", "max_epochs", "patience", "completed"]
@@ -18,7 +18,7 @@ DEFAULT_METRIC = "val_sequence_accuracy"
 
 
 class Stage(Protocol):
-    """What the policy reads from a stage; `worker.recipe.StageSpec` satisfies it."""
+    """What the policy reads from a stage; `core.recipe.StageSpec` satisfies it."""
 
     name: str
     success_threshold: float

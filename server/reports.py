@@ -7,9 +7,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server import curriculum, events
+from core import curriculum
+from server import events
 from server.models import Checkpoint, ControlEvent, EpochReport, Run, StageTransition, utcnow
-from worker.recipe import StageSpec, lower_is_better
+from core.recipe import StageSpec, lower_is_better
 
 
 def record_epoch(db: Session, run: Run, report: dict[str, Any]) -> tuple[EpochReport, bool]:

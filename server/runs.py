@@ -15,7 +15,7 @@ from server.errors import Conflict, InvalidInput, NotFound
 from server.models import Checkpoint, ControlEvent, EpochReport, Run, StageTransition, StepScalar, utcnow
 from server.recipes import parse_recipe, patched
 from server.states import TERMINAL, Status, next_status, require
-from worker.recipe import Recipe
+from core.recipe import Recipe
 
 LR_EVENT_KINDS = frozenset({"lr_set", "lr_scale", "lr_clear"})
 

@@ -23,7 +23,7 @@ SERVER_GRACE_S = 15
 def run_stack(settings: Settings, workers: int) -> int:
     env = {**os.environ, "SALA_DATABASE_URL": settings.database_url, "SALA_HOST": settings.host,
            "SALA_PORT": str(settings.port), "PYTHONUNBUFFERED": "1"}
-    server = _spawn([sys.executable, "-m", "server.cli", "server"], env)
+    server = _spawn([sys.executable, "-m", "sala.cli", "server"], env)
     base = f"http://{_connect_host(settings.host)}:{settings.port}"
     stopping = False
 
@@ -37,7 +37,7 @@ def run_stack(settings: Settings, workers: int) -> int:
         return server.wait() or 1
     token = _worker_token(settings)
     worker_env = {**env, **({"SALA_TOKEN": token} if token else {})}
-    children = [_spawn([sys.executable, "-m", "server.cli", "worker", "--server", base,
+    children = [_spawn([sys.executable, "-m", "sala.cli", "worker", "--server", base,
                         "--name", f"local-{i + 1}"], worker_env) for i in range(workers)]
     log.info("sala up: API on %s, %d worker(s); Ctrl-C to stop", base, workers)
     print(f"Sala is up: {base}  (dashboard /, API docs /docs). Ctrl-C stops it.", flush=True)

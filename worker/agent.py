@@ -196,7 +196,7 @@ class Agent:
                 return
 
     def train(self, claim: dict[str, Any]) -> str | None:
-        from worker.recipe import Recipe
+        from core.recipe import Recipe
         from worker.trainer import Trainer
 
         run_id = claim["run"]["id"]
@@ -263,7 +263,7 @@ class Agent:
 
 
 def _choose_checkpoint(kept: list[dict[str, Any]], which: str, metric: str) -> dict[str, Any]:
-    from worker.recipe import lower_is_better
+    from core.recipe import lower_is_better
 
     if not kept:
         raise ValueError("the teacher run has no kept checkpoint")

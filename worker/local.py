@@ -16,10 +16,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from server.curriculum import EpochRecord, decide
+from core.curriculum import EpochRecord, decide
 from worker.checkpoints import CheckpointInfo, select_for_deletion
 from worker.controller import Action, Directive, EpochSummary, SavedCheckpoint
-from worker.recipe import Recipe
+from core.recipe import Recipe
 
 log = logging.getLogger("sala.local")
 

@@ -28,7 +28,7 @@ def train_command(
     progress: Annotated[bool, typer.Option(help="draw a progress bar")] = True,
 ) -> None:
     """Train RECIPE with the curriculum run in process; writes OUT/metrics.jsonl and OUT/checkpoints/."""
-    from worker.recipe import RecipeError, load_recipe
+    from core.recipe import RecipeError, load_recipe
 
     try:
         spec = load_recipe(recipe)

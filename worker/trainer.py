@@ -60,7 +60,7 @@ from worker.models import CRNN, MultiTaskModel
 from worker.models.heads import LEVELS
 from worker.multitask import TaskWeighting, build_weighting
 from worker.precision import GradientAccumulator, PrecisionManager
-from worker.recipe import Recipe
+from core.recipe import Recipe
 from worker.schedulers import LRController, build_scheduler
 
 log = logging.getLogger("sala.trainer")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.curriculum import (
+from core.curriculum import (
     Action,
     EpochRecord,
     Recommendation,
@@ -12,7 +12,7 @@ from server.curriculum import (
     decide,
     recommend,
 )
-from worker.recipe import Recipe, StageSpec
+from core.recipe import Recipe, StageSpec
 
 ACC = "val_sequence_accuracy"
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from worker.recipe import (
+from core.recipe import (
     METRICS,
     Recipe,
     RecipeError,
@@ -58,7 +58,7 @@ def test_default_recipe_matches_the_design_table():
 
 
 def test_recipe_module_does_not_import_torch():
-    code = "import sys, worker.recipe; sys.exit('torch' in sys.modules)"
+    code = "import sys, core.recipe; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0
 
 

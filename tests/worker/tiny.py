@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from worker.controller import Directive, EpochSummary, SavedCheckpoint
-from worker.recipe import Recipe, apply_patch, load_recipe
+from core.recipe import Recipe, apply_patch, load_recipe
 
 TINY: dict[str, Any] = {
     "seed": 7,
