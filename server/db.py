@@ -3,6 +3,8 @@ the server and `sala up`'s workers can share one file without 'database is locke
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -63,3 +65,11 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session and its transaction for work outside a request's (`deps.get_db` owns those):
+    committed when the block ends, rolled back on an error. Each caller says why it needs one."""
+    with factory() as session, session.begin():
+        yield session

@@ -73,11 +73,11 @@ def _wait_ready(base: str, server: subprocess.Popen, timeout: float = 60) -> boo
 def _worker_token(settings: Settings) -> str | None:
     """With auth on, local workers get a worker token of their own (shown nowhere)."""
     from server import auth
-    from server.db import make_engine, make_sessionmaker
+    from server.db import make_engine, make_sessionmaker, transaction
 
     engine = make_engine(settings.database_url)
     try:
-        with make_sessionmaker(engine)() as db, db.begin():
+        with transaction(make_sessionmaker(engine)) as db:
             if auth.active_token_count(db) == 0:
                 return None
             _, token = auth.create_token(db, f"sala-up-{os.getpid()}", "worker")
