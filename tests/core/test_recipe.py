@@ -23,7 +23,6 @@ from core.recipe import (
     error_path,
     format_errors,
     load_recipe,
-    lower_is_better,
 )
 
 EXAMPLE = Path(__file__).parents[1] / "fixtures" / "recipe.example.yaml"
@@ -142,12 +141,6 @@ def test_error_path_formats_indices():
     assert error_path(("curriculum", "stages", 2, "name")) == "curriculum.stages[2].name"
     assert error_path(("tasks",), "[1].type") == "tasks[1].type"
     assert error_path(("data",), "synthetic") == "data.synthetic"
-
-
-def test_lower_is_better_metrics():
-    assert [m for m in METRICS if lower_is_better(m)] == [
-        "val_cer", "val_loss", "val_perplexity", "train_cer", "train_loss",
-    ]
 
 
 def test_commented_yaml_round_trips_the_default():

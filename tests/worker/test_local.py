@@ -5,30 +5,31 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core.lr import LrOverride
+from core.protocol import CheckpointReport, EpochReport
 from tests.worker.tiny import tiny_recipe
-from worker.controller import EpochSummary, SavedCheckpoint
 from worker.data import DataSources
 from worker.local import LocalController
 from worker.trainer import Trainer
 
 
-def summary(epoch: int, stage: int, acc: float, cer: float = 0.5) -> EpochSummary:
-    return EpochSummary(epoch=epoch, stage=stage, step=epoch * 6, lr={"effective": 0.001},
+def summary(epoch: int, stage: int, acc: float, cer: float = 0.5) -> EpochReport:
+    return EpochReport(epoch=epoch, stage_index=stage, step=epoch * 6, lr={"effective": 0.001},
                         metrics={"val_sequence_accuracy": acc, "val_cer": cer, "train_loss": float("nan")},
                         duration_s=1.0, samples_per_s=8.0)
 
 
-def saved(epoch: int, cer: float) -> SavedCheckpoint:
-    return SavedCheckpoint(uri=f"memory://ck/{epoch}.pt", epoch=epoch, step=epoch * 6, stage=0,
+def saved(epoch: int, cer: float) -> CheckpointReport:
+    return CheckpointReport(uri=f"memory://ck/{epoch}.pt", epoch=epoch, step=epoch * 6, stage_index=0,
                            sha256="0" * 64, size=1, metrics={"val_cer": cer})
 
 
 def test_curriculum_moves_and_completes_and_metrics_are_written(tmp_path: Path) -> None:
     recipe = tiny_recipe(training={"max_epochs": 10})
     controller = LocalController(recipe, tmp_path)
-    assert controller.report_epoch(summary(1, 0, 0.5)).stage == 0          # below threshold
+    assert controller.report_epoch(summary(1, 0, 0.5)).stage_index == 0    # below threshold
     moved = controller.report_epoch(summary(2, 0, 0.5))                    # chars max_epochs=2
-    assert (moved.stage, moved.action) == (1, "continue")
+    assert (moved.stage_index, moved.action) == (1, "continue")
     assert controller.transitions[-1] == {"epoch": 2, "from": 0, "to": 1, "reason": "max_epochs"}
     done = controller.report_epoch(summary(3, 1, 1.0))                     # last stage passes
     assert done.action == "complete"
@@ -40,7 +41,7 @@ def test_curriculum_moves_and_completes_and_metrics_are_written(tmp_path: Path) 
 def test_max_epochs_completes_and_held_stage_stays(tmp_path: Path) -> None:
     controller = LocalController(tiny_recipe(training={"max_epochs": 2}), tmp_path)
     controller.request(hold=True)
-    assert controller.report_epoch(summary(1, 0, 1.0)).stage == 0
+    assert controller.report_epoch(summary(1, 0, 1.0)).stage_index == 0
     assert controller.report_epoch(summary(2, 0, 1.0)).action == "complete"
 
 
@@ -60,11 +61,11 @@ def test_requests_carry_event_ids_until_acknowledged(tmp_path: Path) -> None:
     a = controller.request(lr_scale=0.5)
     b = controller.request(stage="combos", checkpoint=True)
     d = controller.poll(0, 0)
-    assert (d.lr_override_scale, d.stage, d.checkpoint_now, d.event_ids) == (0.5, 1, True, (a, b))
+    assert (d.lr, d.stage_index, d.checkpoint_now, d.event_ids) == (LrOverride(scale=0.5), 1, True, (a, b))
     controller.acknowledge((a,), 7)
     assert controller.poll(7, 0).event_ids == (b,) and controller.acknowledged == {a: 7}
     controller.request(clear_lr=True)
-    assert controller.poll(8, 0).lr_override_scale == 1.0
+    assert controller.poll(8, 0).lr == LrOverride()
 
 
 def test_trains_with_the_trainer_and_resumes_from_its_files(tmp_path: Path) -> None:
@@ -75,7 +76,7 @@ def test_trains_with_the_trainer_and_resumes_from_its_files(tmp_path: Path) -> N
     assert Trainer(recipe, controller, tmp_path, sources=sources).run() == "stopped"
     first = controller.latest_checkpoint()
     assert (first.epoch, first.step) == (0, 0)
-    controller = LocalController.resume(recipe, tmp_path, epoch=first.epoch, stage=first.stage)
+    controller = LocalController.resume(recipe, tmp_path, epoch=first.epoch, stage=first.stage_index)
     assert Trainer(recipe, controller, tmp_path, sources=sources).run(resume=first) == "completed"
     assert [s.epoch for s in controller.checkpoints] == [3]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [Path(controller.checkpoints[0].uri).name]
