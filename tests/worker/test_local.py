@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from core.lr import LrOverride
 from core.protocol import CheckpointReport, EpochReport
 from tests.worker.tiny import tiny_recipe
@@ -85,3 +87,25 @@ def test_trains_with_the_trainer_and_resumes_from_its_files(tmp_path: Path) -> N
     again = LocalController.resume(recipe, tmp_path, epoch=2, stage=1)
     assert [h.epoch for h in again.history] == [1, 2]
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_nonfinite_losses_roll_back_with_a_lower_lr_then_fail(tmp_path: Path) -> None:
+    """As the server does: `training.max_rollbacks` rollbacks, each resuming a fresh trainer with the
+    lr in force halved, then the run fails."""
+    from worker.controller import RunFailed
+
+    sources = DataSources.create(image_height=32)
+    recipe = tiny_recipe(training={"max_rollbacks": 1, "nonfinite_patience": 3, "grad_clip_norm": None})
+    controller = LocalController(recipe, tmp_path)
+    controller.request(lr=1e6)  # diverges at once
+    attempts = []
+
+    def trainer() -> Trainer:
+        attempts.append(controller.poll(0, 0).lr.absolute)
+        return Trainer(recipe, controller, tmp_path, sources=sources)
+
+    with pytest.raises(RunFailed, match="after 1 rollback"):
+        controller.train(trainer)
+    assert attempts == [1e6, 5e5] and controller.rollbacks == 1
+    assert controller.directive.lr == LrOverride(absolute=5e5, auto_scale=0.5)
+    assert [a["kind"] for a in controller.alerts] == ["nonfinite", "nonfinite"]
