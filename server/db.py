@@ -34,7 +34,18 @@ def make_engine(url: str) -> Engine:
         # IMMEDIATE for writers so two writers queue on the busy timeout instead of deadlocking.
         event.listen(engine, "begin", _sqlite_begin)
         return engine
+    _require_postgres_driver(url)
     return create_engine(url, pool_pre_ping=True, **POOL)
+
+
+def _require_postgres_driver(url: str) -> None:
+    """psycopg is an extra (SQLite needs no driver): say how to get it rather than fail on an import."""
+    if url.startswith("postgresql"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise RuntimeError("PostgreSQL needs the psycopg driver: pip install 'sala[postgres]' "
+                               "(make, the Docker image and CI install it)") from None
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -256,7 +256,11 @@ def check_dockerfile(compose: dict, dockerfile: list[tuple[str, str]]) -> None:
     words = [w for w, _ in dockerfile]
     assert dockerfile[0][0] == "FROM" and dockerfile[0][1].startswith("python:3.11-slim"), dockerfile[0]
     runs = [rest for word, rest in dockerfile if word == "RUN"]
-    assert any(re.search(r"pip install (-e )?\.(\s|$)", r) for r in runs), "the project is never installed"
+    installs = [r for r in runs if re.search(r"""pip install (-e )?["']?\.(\[|["']|\s|$)""", r)]
+    assert installs, "the project is never installed"
+    if make_url(environment(compose["services"]["server"])["SALA_DATABASE_URL"]).drivername.endswith("psycopg"):
+        assert any(re.search(r"\.\[[^\]]*\bpostgres\b", r) for r in installs), \
+            "compose's server talks to PostgreSQL, but the image does not install the postgres extra"
     copied = " ".join(rest for word, rest in dockerfile if word in ("COPY", "ADD"))
     needed = ("pyproject.toml", "README.md", *source_folders())
     for path in needed:
@@ -366,6 +370,8 @@ MISTAKES = {
                                    _set("services/worker/environment", {"SALA_ARTIFACTS_URL": "file:///x"})),
     "gpu not in a profile": (check_services, _set("services/worker-gpu/profiles", None)),
     "no install": (check_dockerfile, _dockerfile("RUN", "echo")),
+    "no postgres driver": (check_dockerfile, lambda c, d: d.__setitem__(
+        next(i for i, (w, r) in enumerate(d) if "postgres" in r), ("RUN", "pip install ."))),
     "migrations not copied": (check_dockerfile, lambda c, d: d.remove(("COPY", "migrations ./migrations"))),
     "expose mismatch": (check_dockerfile, _dockerfile("EXPOSE", "8080")),
     "root": (check_dockerfile, _dockerfile("USER", "root")),
