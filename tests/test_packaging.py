@@ -4,6 +4,7 @@ installed from it migrates a database."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -12,14 +13,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_compose import source_folders
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+    """Built from a copy of what the Dockerfile copies, so a stale build/ folder cannot leak into it."""
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for folder in source_folders():
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(out), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    "-w", str(out), str(source)], check=True, capture_output=True, timeout=300)
     return next(out.glob("sala-*.whl"))
 
 
@@ -41,7 +49,8 @@ def checkout_packages() -> set[str]:
 def test_wheel_contains_every_package_the_migrations_and_the_dashboard(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     packages = {n.rsplit("/", 1)[0].replace("/", ".") for n in names if n.endswith(".py")}
-    assert checkout_packages() <= packages, f"missing from the wheel: {checkout_packages() - packages}"
+    assert checkout_packages() == packages, (f"missing from the wheel: {checkout_packages() - packages}; "
+                                             f"not in the checkout: {packages - checkout_packages()}")
     assert "server/migrations/env.py" in names and "server/migrations/script.py.mako" in names
     versions = sorted(n for n in names if n.startswith("server/migrations/versions/") and n.endswith(".py"))
     assert [Path(n).name for n in versions] == sorted(p.name for p in (ROOT / "migrations/versions").glob("*.py"))
