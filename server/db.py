@@ -3,6 +3,7 @@ the server and `sala up`'s workers can share one file without 'database is locke
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,12 +41,9 @@ def make_engine(url: str) -> Engine:
 
 def _require_postgres_driver(url: str) -> None:
     """psycopg is an extra (SQLite needs no driver): say how to get it rather than fail on an import."""
-    if url.startswith("postgresql"):
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            raise RuntimeError("PostgreSQL needs the psycopg driver: pip install 'sala[postgres]' "
-                               "(make, the Docker image and CI install it)") from None
+    if url.startswith("postgresql") and importlib.util.find_spec("psycopg") is None:
+        raise RuntimeError("PostgreSQL needs the psycopg driver: pip install 'sala[postgres]' "
+                           "(make, the Docker image and CI install it)")
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

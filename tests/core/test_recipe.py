@@ -13,7 +13,6 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from core.recipe import (
-    METRICS,
     Recipe,
     RecipeError,
     RecipeParseError,
