@@ -7,6 +7,7 @@ trainer reads between optimizer steps (so a `curl` override is applied within se
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import signal
 import tempfile
@@ -79,7 +80,7 @@ class HttpController:
         with self._lock:
             self._scalars.append({"step": step, **scalars})
             self._progress = (self._progress[0], step)
-            if "lr_schedule" in scalars:
+            if math.isfinite(scalars.get("lr_schedule", math.nan)):
                 self._lr_schedule = float(scalars["lr_schedule"])
 
     def acknowledge(self, event_ids: tuple[int, ...], step: int) -> None:
