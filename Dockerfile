@@ -19,8 +19,11 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY server ./server
 COPY worker ./worker
-# The wheel carries the Alembic migrations (server/migrations) and the dashboard as package data.
-RUN pip install .
+COPY core ./core
+COPY sala ./sala
+COPY migrations ./migrations
+# The wheel carries the Alembic migrations (migrations/, installed as server/migrations) and the dashboard as package data.
+RUN pip install ".[postgres]"
 
 # Not root. /artifacts is created here, owned by `sala`, so a named volume mounted there starts
 # out writable; /data holds the SQLite default (./.sala/) when no SALA_DATABASE_URL is given.

@@ -3,17 +3,29 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sala-installed
-# The CPU build of torch; a plain `torch` requirement would pull a multi-GB CUDA build.
-TORCH_SPEC ?= torch==2.13.0
+TORCH_VERSION ?= 2.13.0
+# PyTorch's own CPU wheels: a plain `pip install torch` from PyPI brings a multi-GB CUDA build.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install up test bench clean
+.PHONY: install torch up test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c "import torch" 2>/dev/null || $(MAKE) --no-print-directory torch
+	$(PY) -m pip install --quiet -e '.[dev,postgres]'
 	touch $(STAMP)
+
+# The pinned torch: PyPI's (CUDA) build where an NVIDIA driver is present; elsewhere the CPU build,
+# `+cpu`, from wherever pip already finds it (a local wheel store), else from PyTorch's CPU index.
+# PyPI has no `+cpu` release, so on other machines the first try fails at once.
+torch:
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+		$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"; \
+	else \
+		$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)+cpu" 2>/dev/null \
+		|| $(PY) -m pip install --quiet --index-url "$(TORCH_CPU_INDEX)" "torch==$(TORCH_VERSION)"; \
+	fi
 
 install: $(STAMP)
 

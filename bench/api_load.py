@@ -54,7 +54,7 @@ def seed(api: str, database_url: str) -> list[dict]:
     leases = {}
     for _ in runs:
         claim = httpx.post(f"{api}/workers/{worker}/claim", json={"wait_s": 0}, timeout=30).json()
-        leases[claim["run"]["id"]] = claim["lease_token"]
+        leases[claim["run_id"]] = claim["lease_token"]
     started = time.perf_counter()
     engine = make_engine(database_url)
     rng = random.Random(0)
@@ -171,7 +171,7 @@ async def worker(client: httpx.AsyncClient, run: dict, stats: Stats, stop: float
             last_epoch = began = time.monotonic()
             try:
                 answer = await client.post(f"/runs/{run['id']}/epochs", json={
-                    "lease_token": run["lease"], "epoch": epoch, "stage": 1, "step": step,
+                    "lease_token": run["lease"], "epoch": epoch, "stage_index": 0, "step": step,
                     "metrics": {"train_loss": 0.5, "val_cer": 0.1}})
                 ok = answer.status_code == 200
             except httpx.HTTPError:

@@ -17,9 +17,11 @@ from typing import Any
 
 import torch
 
-from worker.controller import Directive, EpochSummary, SavedCheckpoint
-from worker.recipe import Recipe, apply_patch, load_recipe
+from core.protocol import CheckpointReport, Directive, EpochReport
+from core.recipe import Recipe, apply_patch, load_recipe
 from worker.trainer import Trainer
+
+CONTINUE = Directive(action="continue", stage_index=0)
 
 
 class Stopwatch:
@@ -31,15 +33,15 @@ class Stopwatch:
         self.samples: list[float] = []
 
     def poll(self, step: int, epoch: int) -> Directive:
-        return Directive(action="stop" if step >= self.steps else "continue")
+        return CONTINUE.model_copy(update={"action": "stop"}) if step >= self.steps else CONTINUE
 
     def log_step(self, step: int, scalars: dict[str, float]) -> None:
         self.times.append(time.perf_counter())
         self.samples.append(scalars["samples_per_s"])
 
     def acknowledge(self, event_ids: tuple[int, ...], step: int) -> None: ...
-    def report_epoch(self, summary: EpochSummary) -> Directive: return Directive()
-    def report_checkpoint(self, saved: SavedCheckpoint) -> list[str]: return []
+    def report_epoch(self, summary: EpochReport) -> Directive: return CONTINUE
+    def report_checkpoint(self, saved: CheckpointReport) -> list[str]: return []
     def alert(self, kind: str, detail: dict[str, Any]) -> None: ...
     def finish(self, status: str, error: str | None = None) -> None: ...
 

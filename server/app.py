@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-
-import anyio.to_thread
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+import anyio.to_thread
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -17,12 +17,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from server import leases, migrate
-from server.db import IN_FLIGHT, THREADS, make_engine, make_sessionmaker, writer
+from server.db import IN_FLIGHT, THREADS, make_engine, make_sessionmaker, transaction, writer
+from server.deps import DB
 from server.errors import error_body, install_handlers
-from server.schemas import ErrorBody
 from server.limits import BodyLimit, ConcurrencyLimit
+from server.models import utcnow
 from server.observability import Metrics
 from server.routes import control, observe, runs, tokens, workers
+from server.schemas import ErrorBody
 from server.settings import Settings, get_settings
 
 log = logging.getLogger("sala.server")
@@ -42,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.open_loopback = settings.binds_loopback
     app.state.token_touched = {}
     app.state.auth_cache = {}
-    app.state.metrics = Metrics(app.state.sessionmaker)
+    app.state.metrics = Metrics()
 
     install_handlers(app)
     app.add_middleware(_MetricsMiddleware, metrics=app.state.metrics)
@@ -84,9 +86,7 @@ async def _reap_forever(app: FastAPI) -> None:
 
 
 def _reap_once(app: FastAPI) -> None:
-    from server.models import utcnow
-
-    with app.state.write_sessionmaker() as db, db.begin():
+    with transaction(app.state.write_sessionmaker) as db:  # a background job: no request to share one with
         leases.reap(db, utcnow(), app.state.settings.stop_deadline_seconds)
 
 
@@ -97,6 +97,7 @@ def _service_routes(app: FastAPI) -> None:
 
     @app.get("/readyz", tags=["service"], responses={503: {"model": ErrorBody, "description": "not ready"}})
     def readyz() -> JSONResponse:
+        # Its own connection, not a request session: an unreachable database is this probe's answer (503).
         try:
             with app.state.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
@@ -109,8 +110,8 @@ def _service_routes(app: FastAPI) -> None:
 
     @app.get("/metrics", tags=["service"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
-    def metrics() -> Response:
-        app.state.metrics.refresh()
+    def metrics(db: DB) -> Response:
+        app.state.metrics.refresh(db)
         return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)

@@ -56,6 +56,10 @@ def create_token(db: Session, name: str, role: str) -> tuple[ApiToken, str]:
     return row, token
 
 
+def list_tokens(db: Session) -> list[ApiToken]:
+    return list(db.scalars(select(ApiToken).order_by(ApiToken.id)))
+
+
 def revoke_token(db: Session, token_id: int) -> ApiToken:
     row = db.get(ApiToken, token_id)
     if row is None:

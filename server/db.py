@@ -3,6 +3,9 @@ the server and `sala up`'s workers can share one file without 'database is locke
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -32,7 +35,15 @@ def make_engine(url: str) -> Engine:
         # IMMEDIATE for writers so two writers queue on the busy timeout instead of deadlocking.
         event.listen(engine, "begin", _sqlite_begin)
         return engine
+    _require_postgres_driver(url)
     return create_engine(url, pool_pre_ping=True, **POOL)
+
+
+def _require_postgres_driver(url: str) -> None:
+    """psycopg is an extra (SQLite needs no driver): say how to get it rather than fail on an import."""
+    if url.startswith("postgresql") and importlib.util.find_spec("psycopg") is None:
+        raise RuntimeError("PostgreSQL needs the psycopg driver: pip install 'sala[postgres]' "
+                           "(make, the Docker image and CI install it)")
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -63,3 +74,11 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session and its transaction for work outside a request's (`deps.get_db` owns those):
+    committed when the block ends, rolled back on an error. Each caller says why it needs one."""
+    with factory() as session, session.begin():
+        yield session

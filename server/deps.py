@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from server.auth import TOUCH_EVERY, Principal, authenticate, authorize, touch
+from server.db import transaction
 from server.models import utcnow
 
 
@@ -69,7 +70,8 @@ def _touch_due(state, token_id: int) -> bool:
 
 
 def _touch(state, token_id: int) -> None:
-    with state.write_sessionmaker() as db, db.begin():
+    """Its own short write: the request's transaction may be a read, or may not commit."""
+    with transaction(state.write_sessionmaker) as db:
         touch(db, token_id)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.models import ControlEvent
+
 
 def record(db: Session, run_id: int | None, kind: str, actor: str, needs_worker: bool = False,
            **payload: Any) -> ControlEvent:
@@ -30,3 +31,12 @@ def list_events(db: Session, run_id: int, after: int, limit: int,
     if kinds:
         query = query.where(ControlEvent.kind.in_(kinds))
     return list(db.scalars(query.order_by(ControlEvent.id).limit(limit)))
+
+
+def since(db: Session, after: int, limit: int = 500) -> list[ControlEvent]:
+    """Events of every run after id `after`, oldest first (the event stream)."""
+    return list(db.scalars(select(ControlEvent).where(ControlEvent.id > after).order_by(ControlEvent.id).limit(limit)))
+
+
+def last_id(db: Session) -> int:
+    return db.scalar(select(func.max(ControlEvent.id))) or 0

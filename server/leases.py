@@ -1,4 +1,4 @@
-"""Worker registration, claims with leases, heartbeats, and the reaper.
+"""Worker registration, claims with leases, heartbeats, acknowledgements, finish, and the reaper.
 
 A claim hands out a lease token; every later worker write must carry it. A write with any other
 token is a 409 (fencing), so a worker whose run was re-queued and claimed again cannot write."""
@@ -8,26 +8,29 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server import events
+from core.protocol import AppliedEvent, Heartbeat, WorkerHello
+from server import events, steps
 from server.errors import NotFound, StaleLease
-from server.models import Checkpoint, ControlEvent, EpochReport, Run, StepScalar, Worker, utcnow
+from server.models import Checkpoint, ControlEvent, EpochReport, Run, Worker, utcnow
 from server.states import HELD_BY_WORKER, Status, next_status
 
 log = logging.getLogger("sala.leases")
-MAX_SCALARS_PER_HEARTBEAT = 2000
 
 
-def register(db: Session, *, name: str, host: str, devices: list[Any], version: str,
-             token_id: int | None) -> Worker:
-    worker = Worker(name=name, host=host, devices=devices, version=version, token_id=token_id)
+def register(db: Session, hello: WorkerHello, token_id: int | None) -> Worker:
+    worker = Worker(name=hello.name, host=hello.host, devices=hello.devices, version=hello.version,
+                    token_id=token_id)
     db.add(worker)
     db.flush()
     return worker
+
+
+def list_workers(db: Session) -> list[Worker]:
+    return list(db.scalars(select(Worker).order_by(Worker.id)))
 
 
 def get_worker(db: Session, worker_id: int) -> Worker:
@@ -75,6 +78,11 @@ def resume_point(db: Session, run: Run) -> Checkpoint | None:
     return db.get(Checkpoint, run.parent_checkpoint_id) if run.parent_checkpoint_id else None
 
 
+def resume_checkpoint(db: Session, run: Run) -> Checkpoint | None:
+    """The checkpoint the current attempt resumes from (fixed when it was claimed)."""
+    return db.get(Checkpoint, run.resume_checkpoint_id) if run.resume_checkpoint_id else None
+
+
 def _supersede_after(db: Session, run: Run, epoch: int) -> None:
     """Reports of a dead attempt after the checkpoint we resume from stay for audit but leave
     the run's history, so the history has neither duplicates nor gaps."""
@@ -101,71 +109,25 @@ def renew(run: Run, lease_seconds: float) -> None:
     run.lease_expires_at = utcnow() + dt.timedelta(seconds=lease_seconds)
 
 
-def heartbeat(db: Session, run: Run, *, epoch: int, step: int, scalars: list[dict[str, Any]],
-              applied: list[dict[str, int]], lr_schedule: float | None, lease_seconds: float,
-              horizon: int = 20_000, bucket: int = 100) -> None:
+def heartbeat(db: Session, run: Run, beat: Heartbeat, *, lease_seconds: float, horizon: int = 20_000,
+              bucket: int = 100) -> None:
     renew(run, lease_seconds)
     if run.worker_id is not None:
         worker = db.get(Worker, run.worker_id)
         if worker is not None:
             worker.last_seen_at = utcnow()
-    run.step = max(run.step, step)
-    if lr_schedule is not None:
-        run.lr_schedule = lr_schedule
-    for item in scalars[:MAX_SCALARS_PER_HEARTBEAT]:
-        values = {k: v for k, v in item.items() if k != "step"}
-        db.add(StepScalar(run_id=run.id, step=int(item["step"]), values=values))
-    if _crosses_chunk(scalars, max(1, horizon // 4)):  # steps are dense: count only now and then
-        db.flush()
-        compact_steps(db, run.id, horizon, bucket)
-    acknowledge(db, run, applied)
+    run.step = max(run.step, beat.step)
+    if beat.lr_schedule is not None:
+        run.lr_schedule = beat.lr_schedule
+    steps.record(db, run.id, beat.scalars, horizon=horizon, bucket=bucket)
+    acknowledge(db, run, beat.applied)
 
 
-def _crosses_chunk(scalars: list[dict[str, Any]], chunk: int) -> bool:
-    if not scalars:
-        return False
-    steps = [int(item["step"]) for item in scalars]
-    return min(steps) // chunk != max(steps) // chunk or max(steps) % chunk == chunk - 1
-
-
-def compact_steps(db: Session, run_id: int, horizon: int, bucket: int) -> int:
-    """Keep at most about `horizon` raw step points per run: older ones are averaged into one
-    rollup row per `bucket` steps, so storage per run stays bounded however long it trains.
-    Works in chunks (a quarter horizon at least) so the cost is paid rarely."""
-    raw = db.scalar(select(func.count()).select_from(StepScalar).where(
-        StepScalar.run_id == run_id, StepScalar.bucket == 1)) or 0
-    excess = raw - horizon
-    if excess < max(1, horizon // 4):
-        return 0
-    oldest = list(db.scalars(select(StepScalar).where(StepScalar.run_id == run_id, StepScalar.bucket == 1)
-                             .order_by(StepScalar.step).limit(excess)))
-    last_start = (oldest[-1].step // bucket) * bucket
-    oldest = [row for row in oldest if row.step < last_start] or oldest  # keep a partial bucket raw
-    groups: dict[int, list[StepScalar]] = {}
-    for row in oldest:
-        groups.setdefault((row.step // bucket) * bucket, []).append(row)
-    for start, rows in groups.items():
-        db.add(StepScalar(run_id=run_id, step=start, bucket=bucket, values=_mean_values(rows)))
-    db.execute(delete(StepScalar).where(StepScalar.id.in_([row.id for row in oldest])))
-    return len(oldest)
-
-
-def _mean_values(rows: list[StepScalar]) -> dict[str, Any]:
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for row in rows:
-        for key, value in row.values.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                sums[key] = sums.get(key, 0.0) + value
-                counts[key] = counts.get(key, 0) + 1
-    return {**{k: sums[k] / counts[k] for k in sums}, "points": len(rows)}
-
-
-def acknowledge(db: Session, run: Run, applied: list[dict[str, int]]) -> None:
+def acknowledge(db: Session, run: Run, applied: list[AppliedEvent]) -> None:
     """Mark control events applied, with the optimizer step where they took effect."""
     if not applied:
         return
-    by_id = {int(a["id"]): a for a in applied}
+    by_id = {a.id: a for a in applied}
     rows = db.scalars(select(ControlEvent).where(ControlEvent.id.in_(by_id),
                                                  ControlEvent.run_id == run.id,
                                                  ControlEvent.applied_at.is_(None)))
@@ -173,8 +135,8 @@ def acknowledge(db: Session, run: Run, applied: list[dict[str, int]]) -> None:
     for event in rows:
         ack = by_id[event.id]
         # when the worker applied it, not when the acknowledgement arrived (no worker clock needed)
-        event.applied_at = max(event.created_at, now - dt.timedelta(seconds=float(ack.get("age_s", 0.0))))
-        event.applied_step = int(ack.get("step", run.step))
+        event.applied_at = max(event.created_at, now - dt.timedelta(seconds=ack.age_s))
+        event.applied_step = ack.step
         if event.kind == "checkpoint_requested":
             run.checkpoint_requested = False
 
@@ -241,41 +203,3 @@ def _end(db: Session, run: Run, status: Status, why: str) -> None:
     log.warning("run %s: %s", run.id, why)
     events.record(db, run.id, "lease_expired" if status != Status.STOPPED else "fenced", "server",
                   status=status.value, reason=why)
-
-
-def alert(db: Session, run: Run, kind: str, detail: dict[str, Any], actor: str) -> str | None:
-    """A worker's alarm. Non-finite losses piling up roll the run back to its last checkpoint with
-    half the lr, `training.max_rollbacks` times; after that the run fails with the reason.
-    Returns the action the worker must take now (rollback | fail), or None."""
-    events.record(db, run.id, "alert", actor, alert=kind, **{k: v for k, v in detail.items() if k != "kind"})
-    if kind == "corrupt_checkpoint":
-        return _drop_corrupt(db, run, detail)
-    if kind != "nonfinite":
-        return None
-    limit = run.recipe["training"].get("max_rollbacks", 2)
-    if run.rollbacks >= limit:
-        reason = (f"non-finite losses persisted after {run.rollbacks} rollback(s) with reduced lr "
-                  f"(last: {detail.get('consecutive')} in a row at step {detail.get('step')})")
-        run.error = reason
-        events.record(db, run.id, "rollback_exhausted", "server", reason=reason)
-        return "fail"
-    run.rollbacks += 1
-    run.lr_override_scale *= 0.5
-    checkpoint = resume_point(db, run)
-    events.record(db, run.id, "rollback", "server", needs_worker=False, rollback=run.rollbacks,
-                  lr_scale=run.lr_override_scale, checkpoint_id=checkpoint.id if checkpoint else None,
-                  reason=f"{detail.get('consecutive')} non-finite losses in a row")
-    return "rollback"
-
-
-def _drop_corrupt(db: Session, run: Run, detail: dict[str, Any]) -> str | None:
-    """A checkpoint that failed verification leaves the run's kept set, so the next claim resumes
-    from the one before it; the worker releases the run without it counting as a restart."""
-    checkpoint = db.get(Checkpoint, int(detail.get("checkpoint_id") or 0))
-    if checkpoint is None or checkpoint.run_id != run.id or not checkpoint.kept:
-        return None  # a fork's parent checkpoint is not this run's to drop: the run fails instead
-    checkpoint.kept = False
-    checkpoint.deleted_at = utcnow()
-    events.record(db, run.id, "checkpoint_corrupt", "server", checkpoint_id=checkpoint.id, uri=checkpoint.uri,
-                  reason=str(detail.get("reason", ""))[:300])
-    return "rollback"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from server.errors import error_body
+from server.errors import PayloadTooLarge, error_body
 
 
 class BodyLimit:
@@ -51,9 +51,10 @@ class BodyLimit:
             await self._refuse(send)
 
     async def _refuse(self, send):
-        body = json.dumps(error_body("payload_too_large",
-                                     f"request body is larger than {self.max_bytes} bytes")).encode()
-        await send({"type": "http.response.start", "status": 413,
+        """Built here, not raised: the body is refused before FastAPI's handlers ever see the request."""
+        error = PayloadTooLarge(f"request body is larger than {self.max_bytes} bytes")
+        body = json.dumps(error_body(error.code, error.message)).encode()
+        await send({"type": "http.response.start", "status": error.status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

@@ -10,7 +10,15 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+def _migrations_dir() -> Path:
+    """A checkout keeps the revisions in the top-level migrations/ directory; the wheel maps that
+    directory into this package (pyproject.toml), so an installed server migrates too."""
+    installed = Path(__file__).resolve().parent / "migrations"
+    return installed if (installed / "env.py").is_file() else Path(__file__).resolve().parents[1] / "migrations"
+
+
+MIGRATIONS = _migrations_dir()
 
 
 def alembic_config(url: str) -> Config:

@@ -60,6 +60,10 @@ class Base(DeclarativeBase):
 
 
 class Run(Base):
+    """A training run. Stages are positions in its recipe's stage list, from 0, in every column and
+    stored payload (`stage_index`, `latest_metrics["stage"]`, event payloads); the API shows them
+    counted from 1 (server/views.py)."""
+
     __tablename__ = "runs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -76,6 +80,7 @@ class Run(Base):
 
     stage_index: Mapped[int] = mapped_column(default=0)
     stage_held: Mapped[bool] = mapped_column(Boolean, default=False)
+    curriculum_complete: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     epoch: Mapped[int] = mapped_column(default=0)
     step: Mapped[int] = mapped_column(BigInteger, default=0)
 
@@ -83,6 +88,7 @@ class Run(Base):
     lr_schedule: Mapped[float | None] = mapped_column(Float)
     lr_override_scale: Mapped[float] = mapped_column(Float, default=1.0)
     lr_override_abs: Mapped[float | None] = mapped_column(Float)
+    lr_auto_scale: Mapped[float] = mapped_column(Float, default=1.0, server_default="1.0")
 
     checkpoint_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     latest_metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -6,6 +6,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from server.models import Run
 from server.states import Status
@@ -22,18 +23,16 @@ def _template(scope) -> str:
 
 
 class Metrics:
-    def __init__(self, sessionmaker):
+    def __init__(self):
         self.registry = CollectorRegistry()
         self.requests = Counter("sala_http_requests_total", "HTTP requests", ["method", "route", "status"],
                                 registry=self.registry)
         self.latency = Histogram("sala_http_request_seconds", "HTTP request latency", ["method", "route"],
                                  registry=self.registry)
         self.runs = Gauge("sala_runs", "Runs by status", ["status"], registry=self.registry)
-        self._sessionmaker = sessionmaker
 
-    def refresh(self) -> None:
-        with self._sessionmaker() as db:
-            counts = dict(db.execute(select(Run.status, func.count()).group_by(Run.status)).all())
+    def refresh(self, db: Session) -> None:
+        counts = dict(db.execute(select(Run.status, func.count()).group_by(Run.status)).all())
         for status in Status:
             self.runs.labels(status.value).set(counts.get(status.value, 0))
 

@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from server.errors import InvalidInput
-from worker.recipe import Recipe, apply_patch, format_errors
+from core.recipe import Recipe, apply_patch, format_errors
 
 
 def parse_recipe(raw: dict[str, Any] | str | None, prefix: str = "recipe") -> Recipe:

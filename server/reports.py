@@ -1,38 +1,41 @@
-"""What workers report: epochs (which drive the curriculum) and checkpoints (which drive retention)."""
+"""What workers report: epochs (which the curriculum judges) and checkpoints (which retention prunes).
+
+The rules are core's (`core.curriculum.judge`, `core.retention`); this module stores what they
+decide, as `LocalController` does for `sala train`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server import curriculum, events
-from server.models import Checkpoint, ControlEvent, EpochReport, Run, StageTransition, utcnow
-from worker.recipe import StageSpec, lower_is_better
+from core import curriculum, protocol, retention
+from server import events, runs
+from server.errors import NotFound
+from server.models import Checkpoint, ControlEvent, EpochReport, Run, utcnow
 
 
-def record_epoch(db: Session, run: Run, report: dict[str, Any]) -> tuple[EpochReport, bool]:
-    """Store one epoch and let the curriculum decide; the same epoch twice is stored once.
-    Returns the row and whether the run's curriculum is complete."""
+def record_epoch(db: Session, run: Run, report: protocol.EpochReport) -> EpochReport:
+    """Store one epoch and apply what the curriculum makes of it; the same epoch twice is stored once."""
     existing = db.scalars(select(EpochReport).where(
-        EpochReport.run_id == run.id, EpochReport.epoch == report["epoch"],
+        EpochReport.run_id == run.id, EpochReport.epoch == report.epoch,
         EpochReport.superseded.is_(False))).first()
     if existing is not None:
-        return existing, _is_complete(run)
-    row = EpochReport(run_id=run.id, attempt=run.attempt, epoch=report["epoch"],
-                      stage_index=report["stage"] - 1, step=report["step"], metrics=report["metrics"],
-                      lr=report.get("lr") or {}, duration_s=report.get("duration_s"),
-                      samples_per_s=report.get("samples_per_s"))
+        return existing
+    row = EpochReport(run_id=run.id, attempt=run.attempt, epoch=report.epoch, stage_index=report.stage_index,
+                      step=report.step, metrics=report.metrics, lr=report.lr, duration_s=report.duration_s,
+                      samples_per_s=report.samples_per_s)
     db.add(row)
     db.flush()
     run.epoch = max(run.epoch, row.epoch)
     run.step = max(run.step, row.step)
-    run.latest_metrics = {**row.metrics, "epoch": row.epoch, "stage": row.stage_index + 1}
-    if row.lr.get("schedule") is not None:
-        run.lr_schedule = float(row.lr["schedule"])
-    _apply_curriculum(db, run, row)
-    return row, _is_complete(run)
+    run.latest_metrics = {**row.metrics, "epoch": row.epoch, "stage": row.stage_index}
+    if report.lr.get("schedule") is not None:
+        run.lr_schedule = float(report.lr["schedule"])
+    _judge(db, run, row)
+    return row
 
 
 def _history(db: Session, run: Run) -> list[curriculum.EpochRecord]:
@@ -41,75 +44,55 @@ def _history(db: Session, run: Run) -> list[curriculum.EpochRecord]:
     return [curriculum.EpochRecord(epoch=e, stage=s, metrics=m) for e, s, m in rows]
 
 
-def _apply_curriculum(db: Session, run: Run, row: EpochReport) -> None:
-    if row.stage_index != run.stage_index:
-        return  # the worker has not yet applied a manual move: judge the stage it trains now
-    stages = [StageSpec.model_validate(s) for s in run.recipe["curriculum"]["stages"]]
-    metric = run.recipe["curriculum"]["metric"]
-    history = _history(db, run)
-    decision = curriculum.decide(stages, run.stage_index, history, held=run.stage_held, metric=metric)
-    recs = curriculum.recommend(stages, run.stage_index, history, metric=metric)
-    run.recommendations = [{"kind": r.kind, "message": r.message, "evidence": r.evidence} for r in recs]
-    evidence = {k: v for k, v in vars(decision.evidence).items()} if decision.evidence else {}
-    if decision.completed:
-        _record_transition(db, run, run.stage_index, row.epoch, "completed", evidence)
-        run.latest_metrics = {**run.latest_metrics, "curriculum_complete": True}
-    elif decision.moved:
-        _record_transition(db, run, decision.stage, row.epoch, decision.reason, evidence)
-        run.stage_index = decision.stage
-    _auto_apply(db, run, recs, row.epoch)
+def _acted(db: Session, run: Run) -> set[tuple[str, int]]:
+    """(recommendation kind, stage) pairs already auto-applied on this run."""
+    rows = db.scalars(select(ControlEvent.payload).where(ControlEvent.run_id == run.id,
+                                                         ControlEvent.kind == "auto_action"))
+    return {(p.get("source"), p.get("stage")) for p in rows}
 
 
-def _record_transition(db: Session, run: Run, to: int, epoch: int, reason: str,
-                       evidence: dict[str, Any]) -> None:
-    db.add(StageTransition(run_id=run.id, from_stage=run.stage_index, to_stage=to, epoch=epoch,
-                           reason=reason, actor="curriculum", metrics=evidence))
-    events.record(db, run.id, "stage_transition", "curriculum", from_stage=run.stage_index + 1,
-                  to_stage=to + 1, reason=reason, epoch=epoch)
-
-
-def _auto_apply(db: Session, run: Run, recs: list[curriculum.Recommendation], epoch: int) -> None:
-    """Apply the recommendations the recipe opted in to, each kind once per stage visit."""
-    enabled = set(run.recipe.get("auto_apply") or [])
-    if not enabled or not recs:
+def _judge(db: Session, run: Run, row: EpochReport) -> None:
+    outcome = curriculum.judge(runs.recipe_of(run), stage=run.stage_index, held=run.stage_held,
+                               trained=row.stage_index, history=_history(db, run), acted=_acted(db, run))
+    decision = outcome.decision
+    if decision is None:
         return
-    done = {(e.payload.get("source"), e.payload.get("stage")) for e in db.scalars(select(ControlEvent).where(
-        ControlEvent.run_id == run.id, ControlEvent.kind == "auto_action"))}
-    fresh = [r for r in recs if (r.kind, run.stage_index + 1) not in done]
-    for action in curriculum.auto_actions(fresh, enabled):
-        for source in action.sources:
-            events.record(db, run.id, "auto_action", "curriculum", source=source, action=action.kind,
-                          value=action.value, stage=run.stage_index + 1, epoch=epoch)
-        if action.kind == "lr_scale" and action.value:
-            run.lr_override_scale *= action.value
-            events.record(db, run.id, "lr_scale", "curriculum", needs_worker=True,
-                          scale=run.lr_override_scale, reason=f"auto: {', '.join(action.sources)}")
-        elif action.kind == "advance" and run.stage_index + 1 < len(run.recipe["curriculum"]["stages"]):
-            db.add(StageTransition(run_id=run.id, from_stage=run.stage_index, to_stage=run.stage_index + 1,
-                                   epoch=epoch, reason="patience", actor="curriculum",
-                                   metrics={"auto": list(action.sources)}))
-            run.stage_index += 1
-            events.record(db, run.id, "stage_advance", "curriculum", needs_worker=True,
-                          to_stage=run.stage_index + 1, reason=f"auto: {', '.join(action.sources)}")
+    run.recommendations = [{"kind": r.kind, "message": r.message, "evidence": r.evidence}
+                           for r in outcome.recommendations]
+    if decision.completed or decision.moved:
+        run.curriculum_complete = decision.completed
+        runs.move_stage(db, run, decision.stage, actor="curriculum", reason=decision.reason, kind="stage_transition",
+                        needs_worker=False, epoch=row.epoch, metrics=asdict(decision.evidence))
+    for action in outcome.actions:
+        _act(db, run, action, row.epoch)
 
 
-def _is_complete(run: Run) -> bool:
-    return bool((run.latest_metrics or {}).get("curriculum_complete")) \
-        or run.epoch >= run.recipe["training"]["max_epochs"]
+def _act(db: Session, run: Run, action: curriculum.Action, epoch: int) -> None:
+    """An auto-applied recommendation: recorded per source kind, then done as a person's request would be."""
+    for source in action.sources:
+        events.record(db, run.id, "auto_action", "curriculum", source=source, action=action.kind,
+                      value=action.value, stage=run.stage_index, epoch=epoch)
+    note = f"auto: {', '.join(action.sources)}"
+    if action.kind == "lr_scale" and action.value:
+        runs.reduce_lr(db, run, action.value, actor="curriculum", reason=note)
+    elif action.kind == "advance":
+        runs.move_stage(db, run, run.stage_index + 1, actor="curriculum", reason="auto", kind="stage_advance",
+                        needs_worker=True, epoch=epoch, metrics={"auto": list(action.sources)}, note=note)
 
 
-def record_checkpoint(db: Session, run: Run, body: dict[str, Any]) -> tuple[Checkpoint, list[Checkpoint]]:
-    """Store checkpoint metadata and apply retention: keep the last N and the best K."""
-    row = Checkpoint(run_id=run.id, attempt=run.attempt, uri=body["uri"], epoch=body["epoch"],
-                     step=body["step"], stage_index=body["stage"] - 1, sha256=body["sha256"],
-                     size=body["size"], metrics=body.get("metrics") or {})
+def record_checkpoint(db: Session, run: Run, report: protocol.CheckpointReport) -> tuple[Checkpoint, list[Checkpoint]]:
+    """Store checkpoint metadata and apply retention; a checkpoint a fork started from is never dropped."""
+    row = Checkpoint(run_id=run.id, attempt=run.attempt, uri=report.uri, epoch=report.epoch, step=report.step,
+                     stage_index=report.stage_index, sha256=report.sha256, size=report.size,
+                     metrics=report.metrics)
     db.add(row)
     db.flush()
-    policy = run.recipe["checkpoint"]
+    policy = runs.recipe_of(run).checkpoint
     kept = list(db.scalars(select(Checkpoint).where(Checkpoint.run_id == run.id, Checkpoint.kept.is_(True))
                            .order_by(Checkpoint.step, Checkpoint.id)))
     forked_from = set(db.scalars(select(Run.parent_checkpoint_id).where(Run.parent_checkpoint_id.is_not(None))))
-    doomed = [c for c in retention(kept, policy["keep_last"], policy["keep_best"], policy["best_metric"])
+    doomed = [c for c in retention.select_for_deletion(kept, keep_last=policy.keep_last, keep_best=policy.keep_best,
+                                                        metric=policy.best_metric)
               if c.id not in forked_from]
     now = utcnow()
     for checkpoint in doomed:
@@ -118,10 +101,22 @@ def record_checkpoint(db: Session, run: Run, body: dict[str, Any]) -> tuple[Chec
     return row, doomed
 
 
-def retention(kept: list[Checkpoint], keep_last: int, keep_best: int, metric: str) -> list[Checkpoint]:
-    """The checkpoints to delete: all but the last `keep_last` and the best `keep_best` by `metric`."""
-    last = set(c.id for c in kept[-keep_last:]) if keep_last > 0 else set()
-    scored = [c for c in kept if isinstance(c.metrics.get(metric), (int, float))]
-    scored.sort(key=lambda c: c.metrics[metric], reverse=not lower_is_better(metric))
-    best = set(c.id for c in scored[:keep_best])
-    return [c for c in kept if c.id not in last | best]
+def epochs(db: Session, run_id: int, *, after: int, limit: int) -> list[EpochReport]:
+    """The run's history after epoch `after`: superseded reports of dead attempts are left out."""
+    return list(db.scalars(select(EpochReport).where(
+        EpochReport.run_id == run_id, EpochReport.superseded.is_(False), EpochReport.epoch > after)
+        .order_by(EpochReport.epoch).limit(limit)))
+
+
+def checkpoints(db: Session, run_id: int) -> list[Checkpoint]:
+    return list(db.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.id)))
+
+
+def kept_checkpoint(db: Session, run_id: int, checkpoint_id: int) -> Checkpoint:
+    """A checkpoint of this run whose file retention has not deleted."""
+    row = db.get(Checkpoint, checkpoint_id)
+    if row is None or row.run_id != run_id:
+        raise NotFound(f"checkpoint {checkpoint_id} does not belong to run {run_id}")
+    if not row.kept:
+        raise NotFound(f"checkpoint {checkpoint_id} was deleted by retention")
+    return row

@@ -5,60 +5,85 @@ from __future__ import annotations
 
 import base64
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, defer
 
+from core import lr as lr_rules
+from core.curriculum import finished
+from core.lr import LrOverride
+from core.recipe import Recipe, StageSpec
 from server import events
 from server.errors import Conflict, InvalidInput, NotFound
 from server.models import Checkpoint, ControlEvent, EpochReport, Run, StageTransition, StepScalar, utcnow
 from server.recipes import parse_recipe, patched
-from server.states import TERMINAL, Status, next_status, require
-from worker.recipe import Recipe
+from server.states import Status, next_status, require
 
-LR_EVENT_KINDS = frozenset({"lr_set", "lr_scale", "lr_clear"})
+LR_EVENT_KINDS = frozenset({"lr_set", "lr_scale", "lr_clear", "lr_reduce"})
 
 
-_BRIEFS: OrderedDict[tuple[int, Any], dict[str, Any]] = OrderedDict()
+@dataclass(frozen=True)
+class Brief:
+    """The parts of a run's recipe every view needs."""
+
+    stages: tuple[StageSpec, ...]
+    max_epochs: int
+
+
+_BRIEFS: OrderedDict[tuple[int, Any], Brief] = OrderedDict()
 _BRIEFS_MAX = 10_000
 
 
-def brief(run: Run) -> dict[str, Any]:
-    """The parts of a run's recipe every view needs (stages, max epochs). A recipe never changes
-    once stored, so this is cached per run and lists can skip loading the recipes at all."""
+def recipe_of(run: Run) -> Recipe:
+    """The stored recipe read through the recipe model, so every default has one definition."""
+    return Recipe.model_validate(run.recipe)
+
+
+def brief(run: Run) -> Brief:
+    """A recipe never changes once stored, so this is cached per run and run lists (and the
+    heartbeats' directives) need not load and validate whole recipes."""
     key = (run.id, run.created_at)
     found = _BRIEFS.get(key)
     if found is None:
-        recipe = run.recipe
-        found = {"stages": recipe["curriculum"]["stages"], "max_epochs": recipe["training"]["max_epochs"]}
+        recipe = recipe_of(run)
+        found = Brief(tuple(recipe.curriculum.stages), recipe.training.max_epochs)
         _BRIEFS[key] = found
         if len(_BRIEFS) > _BRIEFS_MAX:
             _BRIEFS.popitem(last=False)
     return found
 
 
-def stages_of(run: Run) -> list[dict[str, Any]]:
-    return brief(run)["stages"]
-
-
 def stage_name(run: Run, index: int | None) -> str | None:
-    stages = stages_of(run)
-    return stages[index]["name"] if index is not None and 0 <= index < len(stages) else None
+    stages = brief(run).stages
+    return stages[index].name if index is not None and 0 <= index < len(stages) else None
+
+
+def finished_training(run: Run) -> bool:
+    return finished(brief(run).max_epochs, run.epoch, run.curriculum_complete)
+
+
+def lr_state(run: Run) -> LrOverride:
+    return LrOverride(scale=run.lr_override_scale, absolute=run.lr_override_abs, auto_scale=run.lr_auto_scale)
+
+
+def _set_lr_state(run: Run, state: LrOverride) -> None:
+    run.lr_override_scale, run.lr_override_abs, run.lr_auto_scale = state.scale, state.absolute, state.auto_scale
 
 
 def lr_parts(run: Run) -> dict[str, Any]:
-    """Effective lr = schedule × stage multiplier × override scale, or the absolute override."""
-    multiplier = float(stages_of(run)[run.stage_index].get("lr_multiplier", 1.0))
-    schedule = run.lr_schedule
-    if run.lr_override_abs is not None:
-        override: dict[str, float] | None = {"lr": run.lr_override_abs}
-        effective = run.lr_override_abs
+    """The run's lr as `core.lr.effective` makes it, with a person's override shown as one of
+    `{"scale": s}`, `{"lr": x}` or null, apart from the automatic scale."""
+    state = lr_state(run)
+    multiplier = brief(run).stages[run.stage_index].lr_multiplier
+    schedule = run.lr_schedule if run.lr_schedule is not None else run.base_lr
+    if state.absolute is not None:
+        override: dict[str, float] | None = {"lr": state.absolute}
     else:
-        override = {"scale": run.lr_override_scale} if run.lr_override_scale != 1.0 else None
-        effective = (schedule if schedule is not None else run.base_lr) * multiplier * run.lr_override_scale
-    return {"schedule": schedule, "stage_multiplier": multiplier, "override": override,
-            "effective": effective}
+        override = {"scale": state.scale} if state.scale != 1.0 else None
+    return {"schedule": run.lr_schedule, "stage_multiplier": multiplier, "override": override,
+            "auto_scale": state.auto_scale, "effective": lr_rules.effective(schedule, multiplier, state)}
 
 
 def get_run(db: Session, run_id: int, *, for_update: bool = False) -> Run:
@@ -86,13 +111,14 @@ def _insert_run(db: Session, *, name, recipe, tags, max_restarts, priority, acto
         name=name, status=Status.QUEUED.value, recipe=data, tags=sorted(set(tags)),
         tag_text=tag_text(tags), priority=priority,
         max_restarts=recipe.max_restarts if max_restarts is None else max_restarts,
-        base_lr=recipe.optimizer.lr, stage_index=0, attempt=0,
+        base_lr=recipe.optimizer.lr, stage_index=0, attempt=0, curriculum_complete=False,
+        lr_override_scale=1.0, lr_auto_scale=1.0,
         parent_run_id=parent.id if parent else None,
         parent_checkpoint_id=parent_checkpoint.id if parent_checkpoint else None,
         resume_checkpoint_id=parent_checkpoint.id if parent_checkpoint else None,
     )
     if parent_checkpoint is not None:
-        run.stage_index = min(parent_checkpoint.stage_index, len(data["curriculum"]["stages"]) - 1)
+        run.stage_index = min(parent_checkpoint.stage_index, len(recipe.curriculum.stages) - 1)
     db.add(run)
     db.flush()
     db.add(StageTransition(run_id=run.id, from_stage=None, to_stage=run.stage_index, epoch=0,
@@ -198,18 +224,33 @@ def delete_run(db: Session, run: Run) -> list[str]:
 
 
 def resolve_stage(run: Run, to: str | int) -> int:
-    stages = stages_of(run)
+    """A stage as people name it: its number counted from 1 (as the API shows it), or its name."""
+    stages = brief(run).stages
     if isinstance(to, int) or (isinstance(to, str) and to.isdigit()):
-        index = int(to) - 1  # people count stages from 1, as the dashboard shows them
+        index = int(to) - 1
         if not 0 <= index < len(stages):
             raise InvalidInput(f"stage {to} does not exist: this run has stages 1–{len(stages)}",
                                [{"path": "to", "message": f"between 1 and {len(stages)}"}])
         return index
-    names = [s["name"] for s in stages]
+    names = [s.name for s in stages]
     if to not in names:
         raise InvalidInput(f"stage {to!r} does not exist",
                            [{"path": "to", "message": f"one of {', '.join(names)}"}])
     return names.index(to)
+
+
+def move_stage(db: Session, run: Run, to: int, *, actor: str, reason: str, kind: str,
+               needs_worker: bool, epoch: int | None = None, metrics: dict[str, Any] | None = None,
+               note: str | None = None) -> ControlEvent:
+    """Every stage change (a person's, the curriculum's, an auto-applied advance, completion in
+    place): one transition row and one event, stage numbers from 0 as everywhere inside."""
+    epoch = run.epoch if epoch is None else epoch
+    metrics = dict(run.latest_metrics or {}) if metrics is None else metrics
+    db.add(StageTransition(run_id=run.id, from_stage=run.stage_index, to_stage=to, epoch=epoch,
+                           reason=reason, actor=actor, metrics=metrics))
+    previous, run.stage_index = run.stage_index, to
+    return events.record(db, run.id, kind, actor, needs_worker=needs_worker, from_stage=previous, to_stage=to,
+                         to_name=stage_name(run, to), reason=note or reason, epoch=epoch)
 
 
 def set_stage(db: Session, run: Run, actor: str, to: str | int, reason: str | None,
@@ -217,22 +258,17 @@ def set_stage(db: Session, run: Run, actor: str, to: str | int, reason: str | No
     require("override", run.status)
     index = resolve_stage(run, to)
     if index == run.stage_index:
-        raise Conflict(f"run is already in stage {index + 1} ({stage_name(run, index)})")
-    reason_code = "rollback" if index < run.stage_index else "manual"
-    db.add(StageTransition(run_id=run.id, from_stage=run.stage_index, to_stage=index, epoch=run.epoch,
-                           reason=reason_code, actor=actor, metrics=dict(run.latest_metrics or {})))
-    previous = run.stage_index
-    run.stage_index = index
-    return events.record(db, run.id, kind, actor, needs_worker=_worker_holds(run),
-                         from_stage=previous + 1, to_stage=index + 1,
-                         to_name=stage_name(run, index), reason=reason)
+        raise Conflict(f"run is already in that stage ({stage_name(run, index)})")
+    return move_stage(db, run, index, actor=actor, reason="rollback" if index < run.stage_index else "manual",
+                      kind=kind, needs_worker=_worker_holds(run), note=reason)
 
 
 def advance_stage(db: Session, run: Run, actor: str, reason: str | None) -> ControlEvent:
     require("override", run.status)
-    if run.stage_index + 1 >= len(stages_of(run)):
+    if run.stage_index + 1 >= len(brief(run).stages):
         raise Conflict(f"run is already in its last stage ({stage_name(run, run.stage_index)})")
-    return set_stage(db, run, actor, run.stage_index + 2, reason, kind="stage_advance")
+    return move_stage(db, run, run.stage_index + 1, actor=actor, reason="manual", kind="stage_advance",
+                      needs_worker=_worker_holds(run), note=reason)
 
 
 def hold_stage(db: Session, run: Run, actor: str, hold: bool) -> ControlEvent:
@@ -243,15 +279,19 @@ def hold_stage(db: Session, run: Run, actor: str, hold: bool) -> ControlEvent:
 
 def set_lr(db: Session, run: Run, actor: str, *, lr: float | None, scale: float | None,
            clear: bool | None, reason: str | None) -> ControlEvent:
+    """A person's lr request (`core.lr.steer`); the event shows the automatic scale it leaves in force."""
     require("override", run.status)
-    if lr is not None:
-        run.lr_override_abs, kind = lr, "lr_set"
-    elif scale is not None:
-        run.lr_override_abs, run.lr_override_scale, kind = None, scale, "lr_scale"
-    else:
-        run.lr_override_abs, run.lr_override_scale, kind = None, 1.0, "lr_clear"
+    _set_lr_state(run, lr_rules.steer(lr_state(run), lr=lr, scale=scale, clear=bool(clear)))
+    kind = "lr_set" if lr is not None else "lr_scale" if scale is not None else "lr_clear"
     return events.record(db, run.id, kind, actor, needs_worker=_worker_holds(run), lr=lr, scale=scale,
-                         reason=reason, effective=lr_parts(run)["effective"])
+                         reason=reason, auto_scale=run.lr_auto_scale, effective=lr_parts(run)["effective"])
+
+
+def reduce_lr(db: Session, run: Run, factor: float, *, actor: str, reason: str) -> ControlEvent:
+    """An automatic reduction (`core.lr.reduce`): a rollback, or auto-applied advice."""
+    _set_lr_state(run, lr_rules.reduce(lr_state(run), factor))
+    return events.record(db, run.id, "lr_reduce", actor, needs_worker=True, factor=factor,
+                         auto_scale=run.lr_auto_scale, effective=lr_parts(run)["effective"], reason=reason)
 
 
 def request_checkpoint(db: Session, run: Run, actor: str) -> ControlEvent:

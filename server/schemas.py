@@ -1,4 +1,5 @@
-"""Request and response bodies. Requests forbid unknown keys and bound every string and list."""
+"""Request and response bodies of the API people use (the worker protocol's are `core.protocol`).
+Requests forbid unknown keys and bound every string and list."""
 
 from __future__ import annotations
 
@@ -7,14 +8,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+from core.protocol import DbId, Name
+
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=50, strip_whitespace=True,
                                        pattern=r"^[^,]+$")]
 Reason = Annotated[str, StringConstraints(max_length=500)]
-MAX_ID = 2**31 - 1  # ids are 32-bit INTEGER columns on PostgreSQL
-DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
-Epoch = Annotated[int, Field(ge=0, le=MAX_ID)]
-Step = Annotated[int, Field(ge=0, le=2**62)]
 
 
 class Request(BaseModel):
@@ -62,14 +60,14 @@ class StageHold(Request):
     hold: bool
 
 
-class LrOverride(Request):
+class LrRequest(Request):
     lr: float | None = Field(None, gt=0, le=10)
     scale: float | None = Field(None, gt=0, le=100)
     clear: Literal[True] | None = None
     reason: Reason | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> LrOverride:
+    def _exactly_one(self) -> LrRequest:
         given = [k for k in ("lr", "scale", "clear") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of lr, scale or clear")
@@ -89,7 +87,8 @@ class StageRef(BaseModel):
 class LrParts(BaseModel):
     schedule: float | None
     stage_multiplier: float
-    override: dict[str, float] | None
+    override: dict[str, float] | None = Field(description='a person\'s: {"scale": s}, {"lr": x} or null')
+    auto_scale: float = Field(description="product of the rollbacks' and auto-applied advice's reductions")
     effective: float
 
 
@@ -109,6 +108,7 @@ class RunOut(BaseModel):
     epoch: int
     step: int
     max_epochs: int
+    curriculum_complete: bool
     lr: LrParts
     worker_id: int | None
     parent_run_id: int | None
@@ -202,6 +202,16 @@ class EpochOut(BaseModel):
     created_at: dt.datetime
 
 
+class WorkerOut(BaseModel):
+    id: int
+    name: str
+    host: str
+    devices: list[Any]
+    version: str
+    registered_at: dt.datetime
+    last_seen_at: dt.datetime
+
+
 class TokenOut(BaseModel):
     id: int
     name: str
@@ -214,82 +224,6 @@ class TokenOut(BaseModel):
 
 class TokenCreated(TokenOut):
     token: str = Field(description="Shown once; only its hash is stored.")
-
-
-# ---- worker protocol -------------------------------------------------------------------------
-
-LeaseToken = Annotated[str, StringConstraints(min_length=8, max_length=64)]
-MetricMap = dict[Annotated[str, StringConstraints(max_length=100)], float | int | bool | str | None]
-
-
-class WorkerRegister(Request):
-    name: Name
-    host: Annotated[str, StringConstraints(max_length=200)] = ""
-    devices: list[dict[str, Any] | str] = Field(default_factory=list, max_length=64)
-    version: Annotated[str, StringConstraints(max_length=50)] = ""
-
-
-class ClaimBody(Request):
-    wait_s: float = Field(0, ge=0, le=60, description="Long-poll up to this many seconds.")
-
-
-class AppliedEvent(Request):
-    id: DbId
-    step: Step
-    age_s: float = Field(0.0, ge=0, le=86_400, description="Seconds between applying it and sending this.")
-
-
-class HeartbeatBody(Request):
-    lease_token: LeaseToken
-    epoch: Epoch
-    step: Step
-    lr_schedule: float | None = Field(None, ge=0)
-    scalars: list[dict[str, float | int | None]] = Field(default_factory=list, max_length=2000)
-    applied: list[AppliedEvent] = Field(default_factory=list, max_length=1000)
-
-    @field_validator("scalars")
-    @classmethod
-    def _every_point_has_a_step(cls, points: list[dict[str, float | int | None]]) -> list[dict]:
-        for i, point in enumerate(points):
-            step = point.get("step")
-            if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= 2**62:
-                raise ValueError(f"scalars[{i}] needs an integer 'step' ≥ 0")
-        return points
-
-
-class EpochBody(Request):
-    lease_token: LeaseToken
-    epoch: Annotated[int, Field(ge=1, le=MAX_ID)]
-    stage: int = Field(ge=1, le=1000, description="1-based stage index the epoch trained in.")
-    step: Step
-    metrics: MetricMap
-    lr: dict[str, float | None | dict[str, float]] = Field(default_factory=dict)
-    duration_s: float | None = Field(None, ge=0)
-    samples_per_s: float | None = Field(None, ge=0)
-    applied: list[AppliedEvent] = Field(default_factory=list, max_length=1000)
-
-
-class CheckpointBody(Request):
-    lease_token: LeaseToken
-    uri: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-    epoch: Epoch
-    step: Step
-    stage: int = Field(ge=1, le=1000)
-    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-    size: Step
-    metrics: MetricMap = Field(default_factory=dict)
-
-
-class FinishBody(Request):
-    lease_token: LeaseToken
-    status: Literal["completed", "failed", "stopped", "paused", "queued"]
-    error: Annotated[str, StringConstraints(max_length=20_000)] | None = None
-
-
-class AlertBody(Request):
-    lease_token: LeaseToken
-    kind: Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z_]+$")]
-    detail: MetricMap = Field(default_factory=dict)
 
 
 class ErrorItem(BaseModel):

@@ -42,10 +42,6 @@ class Settings(BaseSettings):
         return url
 
     @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
-    @property
     def binds_loopback(self) -> bool:
         return is_loopback(self.host)
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import fsspec
 
+from core import files
 from server.errors import Forbidden, NotFound
 
 log = logging.getLogger("sala.storage")
@@ -59,11 +60,14 @@ def stream_file(root_url: str, uri: str) -> tuple[Iterator[bytes], int]:
     return chunks(), size
 
 
-def delete_files(uris: list[str]) -> None:
+def delete_files(root_url: str, uris: list[str]) -> None:
+    """Delete checkpoint files of a deleted run, but only inside the store: a URI is what a worker
+    reported, and the server must never delete a file elsewhere on its machine because of one."""
+    inside = []
     for uri in uris:
         try:
-            fs, path = _split(uri)
-            if fs.exists(path):
-                fs.rm(path)
-        except Exception:  # a missing or unreachable file must not undo a committed delete
-            log.warning("could not delete checkpoint file %s", uri, exc_info=True)
+            inside_root(root_url, uri)
+            inside.append(uri)
+        except Forbidden:
+            log.warning("not deleting %s: it lies outside the artifact store", uri)
+    files.delete(inside)

@@ -23,7 +23,7 @@ SERVER_GRACE_S = 15
 def run_stack(settings: Settings, workers: int) -> int:
     env = {**os.environ, "SALA_DATABASE_URL": settings.database_url, "SALA_HOST": settings.host,
            "SALA_PORT": str(settings.port), "PYTHONUNBUFFERED": "1"}
-    server = _spawn([sys.executable, "-m", "server.cli", "server"], env)
+    server = _spawn([sys.executable, "-m", "sala.cli", "server"], env)
     base = f"http://{_connect_host(settings.host)}:{settings.port}"
     stopping = False
 
@@ -37,7 +37,7 @@ def run_stack(settings: Settings, workers: int) -> int:
         return server.wait() or 1
     token = _worker_token(settings)
     worker_env = {**env, **({"SALA_TOKEN": token} if token else {})}
-    children = [_spawn([sys.executable, "-m", "server.cli", "worker", "--server", base,
+    children = [_spawn([sys.executable, "-m", "sala.cli", "worker", "--server", base,
                         "--name", f"local-{i + 1}"], worker_env) for i in range(workers)]
     log.info("sala up: API on %s, %d worker(s); Ctrl-C to stop", base, workers)
     print(f"Sala is up: {base}  (dashboard /, API docs /docs). Ctrl-C stops it.", flush=True)
@@ -73,11 +73,11 @@ def _wait_ready(base: str, server: subprocess.Popen, timeout: float = 60) -> boo
 def _worker_token(settings: Settings) -> str | None:
     """With auth on, local workers get a worker token of their own (shown nowhere)."""
     from server import auth
-    from server.db import make_engine, make_sessionmaker
+    from server.db import make_engine, make_sessionmaker, transaction
 
     engine = make_engine(settings.database_url)
     try:
-        with make_sessionmaker(engine)() as db, db.begin():
+        with transaction(make_sessionmaker(engine)) as db:
             if auth.active_token_count(db) == 0:
                 return None
             _, token = auth.create_token(db, f"sala-up-{os.getpid()}", "worker")

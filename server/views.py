@@ -1,36 +1,68 @@
-"""ORM rows → response bodies."""
+"""ORM rows → response bodies, and the one place where stage numbers become people's.
+
+Inside (database, core, the worker protocol) a stage is its position in the recipe's list, from 0.
+The API people use counts from 1: `stage_ref` and `numbered` add the 1, `runs.resolve_stage`
+takes it off again for a request.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from core.protocol import CheckpointRef, Claim, Directive
 from server import runs
 from server.models import Checkpoint, ControlEvent, EpochReport, Run, StageTransition
-from server.schemas import CheckpointOut, EpochOut, EventOut, RunOut, StageRef, TransitionOut
+from server.schemas import CheckpointOut, EpochOut, EventOut, RunOut, StageRef, StagesOut, TransitionOut
+
+STAGE_KEYS = frozenset({"stage", "from_stage", "to_stage"})
+
+
+def stage_ref(run: Run, index: int) -> StageRef:
+    return StageRef(index=index + 1, name=runs.stage_name(run, index) or "")
+
+
+def numbered(payload: dict[str, Any]) -> dict[str, Any]:
+    """A stored JSON payload as people read it: its stage keys counted from 1."""
+    return {k: v + 1 if k in STAGE_KEYS and isinstance(v, int) and not isinstance(v, bool) else v
+            for k, v in payload.items()}
+
+
+def recommendations(run: Run) -> list[dict[str, Any]]:
+    return [{**r, "evidence": numbered(r.get("evidence") or {})} for r in run.recommendations or []]
 
 
 def run_out(run: Run, *, with_recipe: bool = False) -> RunOut:
     return RunOut(
-        id=run.id, name=run.name, status=run.status,
-        stage=StageRef(index=run.stage_index + 1, name=runs.stage_name(run, run.stage_index) or ""),
-        stage_held=run.stage_held, stage_count=len(runs.stages_of(run)), attempt=run.attempt,
+        id=run.id, name=run.name, status=run.status, stage=stage_ref(run, run.stage_index),
+        stage_held=run.stage_held, stage_count=len(runs.brief(run).stages), attempt=run.attempt,
         restarts=run.restarts, rollbacks=run.rollbacks,
         max_restarts=run.max_restarts, priority=run.priority, tags=list(run.tags), epoch=run.epoch,
-        step=run.step, max_epochs=runs.brief(run)["max_epochs"], lr=runs.lr_parts(run),
-        worker_id=run.worker_id, parent_run_id=run.parent_run_id, error=run.error,
-        latest=dict(run.latest_metrics or {}), recommendations=list(run.recommendations or []),
+        step=run.step, max_epochs=runs.brief(run).max_epochs, curriculum_complete=run.curriculum_complete,
+        lr=runs.lr_parts(run), worker_id=run.worker_id, parent_run_id=run.parent_run_id, error=run.error,
+        latest=numbered(run.latest_metrics or {}), recommendations=recommendations(run),
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
         recipe=run.recipe if with_recipe else None,
     )
 
 
+def stages_out(run: Run, transitions: list[StageTransition]) -> StagesOut:
+    return StagesOut(
+        stages=[{"index": i + 1, **spec.model_dump()} for i, spec in enumerate(runs.brief(run).stages)],
+        current=stage_ref(run, run.stage_index), held=run.stage_held,
+        transitions=[transition_out(run, t) for t in transitions], recommendations=recommendations(run),
+    )
+
+
 def event_out(event: ControlEvent) -> EventOut:
-    return EventOut.model_validate(event, from_attributes=True)
+    out = EventOut.model_validate(event, from_attributes=True)
+    return out.model_copy(update={"payload": numbered(out.payload)})
 
 
 def transition_out(run: Run, row: StageTransition) -> TransitionOut:
     return TransitionOut(
         from_stage=None if row.from_stage is None else row.from_stage + 1, to_stage=row.to_stage + 1,
         from_name=runs.stage_name(run, row.from_stage), to_name=runs.stage_name(run, row.to_stage) or "",
-        epoch=row.epoch, reason=row.reason, actor=row.actor, metrics=row.metrics,
+        epoch=row.epoch, reason=row.reason, actor=row.actor, metrics=numbered(row.metrics),
         created_at=row.created_at,
     )
 
@@ -43,7 +75,20 @@ def checkpoint_out(row: Checkpoint) -> CheckpointOut:
 
 
 def epoch_out(run: Run, row: EpochReport) -> EpochOut:
-    return EpochOut(epoch=row.epoch, attempt=row.attempt,
-                    stage=StageRef(index=row.stage_index + 1, name=runs.stage_name(run, row.stage_index) or ""),
+    return EpochOut(epoch=row.epoch, attempt=row.attempt, stage=stage_ref(run, row.stage_index),
                     step=row.step, metrics=row.metrics, lr=row.lr, duration_s=row.duration_s,
                     samples_per_s=row.samples_per_s, created_at=row.created_at)
+
+
+# ---- the worker protocol: stages stay positions from 0 ------------------------------------------
+
+
+def checkpoint_ref(row: Checkpoint) -> CheckpointRef:
+    return CheckpointRef(id=row.id, uri=row.uri, sha256=row.sha256, epoch=row.epoch, step=row.step,
+                         stage_index=row.stage_index)
+
+
+def claim_out(run: Run, checkpoint: Checkpoint | None, directive: Directive) -> Claim:
+    return Claim(run_id=run.id, run_name=run.name, attempt=run.attempt, lease_token=run.lease_token,
+                 lease_expires_at=run.lease_expires_at, recipe=runs.recipe_of(run),
+                 resume_checkpoint=checkpoint_ref(checkpoint) if checkpoint else None, directive=directive)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import typer.main
 
-import server.cli
+import sala.cli
 from server.settings import Settings
 from tests.live import live_server, sala_env
 
@@ -78,7 +78,7 @@ def command_paths(command, prefix: str = "sala") -> list[str]:
 
 
 def test_cli_reference_names_every_command():
-    paths = command_paths(typer.main.get_command(server.cli.app))
+    paths = command_paths(typer.main.get_command(sala.cli.app))
     assert "sala server" in paths and "sala tokens create" in paths
     reference = README.split("## CLI reference", 1)[1].split("\n## ", 1)[0]
     missing = [p for p in paths if not re.search(rf"`{re.escape(p)}( |`)", reference)]

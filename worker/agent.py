@@ -7,30 +7,42 @@ trainer reads between optimizer steps (so a `curl` override is applied within se
 from __future__ import annotations
 
 import logging
+import math
 import platform
-import tempfile
 import signal
+import tempfile
 import threading
 import time
 import traceback
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from core.metrics import best
+from core.protocol import (
+    Alert,
+    AlertAnswer,
+    CheckpointAnswer,
+    CheckpointMessage,
+    CheckpointReport,
+    Claim,
+    ClaimRequest,
+    Directive,
+    EpochAnswer,
+    EpochMessage,
+    EpochReport,
+    Finish,
+    FinishAnswer,
+    Heartbeat,
+    HeartbeatAnswer,
+    Registered,
+    WorkerHello,
+)
 from worker.checkpoints import CheckpointCorrupt
 from worker.client import LeaseLost, SalaClient
-from worker.controller import Directive, EpochSummary, SavedCheckpoint
+from worker.controller import Rollback, RunFailed
 
 log = logging.getLogger("sala.worker")
 VERSION = "0.1.0"
-
-
-class Rollback(Exception):
-    """The server asked to abandon this attempt and resume from the last checkpoint."""
-
-
-class RunFailed(Exception):
-    """The server ended the run (e.g. non-finite losses survived every rollback)."""
 
 
 class HttpController:
@@ -61,14 +73,14 @@ class HttpController:
             self._progress = (epoch, step)
             directive = self._directive
         if self._shutdown.is_set() and directive.action == "continue":
-            return Directive(**{**asdict(directive), "action": "pause"})  # checkpoint, then release
+            return directive.model_copy(update={"action": "pause"})  # checkpoint, then release
         return directive
 
     def log_step(self, step: int, scalars: dict[str, float]) -> None:
         with self._lock:
-            self._scalars.append({"step": step, **{k: _finite(v) for k, v in scalars.items()}})
+            self._scalars.append({"step": step, **scalars})
             self._progress = (self._progress[0], step)
-            if "lr_schedule" in scalars:
+            if math.isfinite(scalars.get("lr_schedule", math.nan)):
                 self._lr_schedule = float(scalars["lr_schedule"])
 
     def acknowledge(self, event_ids: tuple[int, ...], step: int) -> None:
@@ -78,35 +90,31 @@ class HttpController:
         if event_ids:
             self._wake.set()  # tell the server now, not at the next regular beat
 
-    def report_epoch(self, summary: EpochSummary) -> Directive:
+    def report_epoch(self, report: EpochReport) -> Directive:
         self.beat()  # scalars and acknowledgements first, so the epoch sees them applied
-        body = {"lease_token": self.lease, "epoch": summary.epoch, "stage": summary.stage + 1,
-                "step": summary.step, "metrics": {k: _finite(v) for k, v in summary.metrics.items()},
-                "lr": summary.lr, "duration_s": summary.duration_s, "samples_per_s": summary.samples_per_s}
-        answer = self.client.call("POST", f"/runs/{self.run_id}/epochs", body)
-        return self._adopt(answer["directive"])
+        message = EpochMessage(**report.model_dump(), lease_token=self.lease)
+        return self._adopt(self.client.send(f"/runs/{self.run_id}/epochs", message, EpochAnswer).directive)
 
-    def report_checkpoint(self, saved: SavedCheckpoint) -> list[str]:
-        body = {"lease_token": self.lease, **asdict(saved), "stage": saved.stage + 1}
-        answer = self.client.call("POST", f"/runs/{self.run_id}/checkpoints", body)
-        return list(answer.get("delete_uris", []))
+    def report_checkpoint(self, saved: CheckpointReport) -> list[str]:
+        message = CheckpointMessage(**saved.model_dump(), lease_token=self.lease)
+        return self.client.send(f"/runs/{self.run_id}/checkpoints", message, CheckpointAnswer).delete_uris
 
     def alert(self, kind: str, detail: dict[str, Any]) -> None:
         log.warning("run %s: %s %s", self.run_id, kind, detail)
-        body = {"lease_token": self.lease, "kind": kind,
-                "detail": {k: _finite(v) for k, v in detail.items() if isinstance(v, (int, float, str, bool))}}
-        answer = self.client.call("POST", f"/runs/{self.run_id}/alerts", body)
-        self._adopt(answer["directive"])
-        if answer["action"] == "rollback":
+        message = Alert(lease_token=self.lease, kind=kind,
+                        detail={k: v for k, v in detail.items() if isinstance(v, (int, float, str, bool))})
+        answer = self.client.send(f"/runs/{self.run_id}/alerts", message, AlertAnswer)
+        self._adopt(answer.directive)
+        if answer.action == "rollback":
             raise Rollback(f"{kind}: rolling back to the last checkpoint with a lower lr")
-        if answer["action"] == "fail":
-            raise RunFailed(answer.get("reason") or f"{kind}: {detail}")
+        if answer.action == "fail":
+            raise RunFailed(answer.reason or f"{kind}: {detail}")
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.close()
         self.beat()
-        self.client.call("POST", f"/runs/{self.run_id}/finish",
-                         {"lease_token": self.lease, "status": status, "error": error})
+        self.client.send(f"/runs/{self.run_id}/finish", Finish(lease_token=self.lease, status=status, error=error),
+                         FinishAnswer)
 
     # -- heartbeats -----------------------------------------------------------------------------
     def beat(self) -> None:
@@ -114,12 +122,12 @@ class HttpController:
             scalars, self._scalars = self._scalars, []
             acks, self._acks = self._acks, {}
             (epoch, step), lr_schedule = self._progress, self._lr_schedule
-        body = {"lease_token": self.lease, "epoch": epoch, "step": step, "lr_schedule": lr_schedule,
-                "scalars": scalars[-2000:],
-                "applied": [{"id": i, "step": s, "age_s": max(0.0, time.monotonic() - t)}
-                            for i, (s, t) in acks.items()]}
+        message = Heartbeat(lease_token=self.lease, epoch=epoch, step=step, lr_schedule=lr_schedule,
+                            scalars=scalars[-2000:],
+                            applied=[{"id": i, "step": s, "age_s": max(0.0, time.monotonic() - t)}
+                                     for i, (s, t) in acks.items()])
         try:
-            answer = self.client.call("POST", f"/runs/{self.run_id}/heartbeat", body)
+            answer = self.client.send(f"/runs/{self.run_id}/heartbeat", message, HeartbeatAnswer)
         except LeaseLost as lost:
             self._lost = lost
             raise
@@ -129,10 +137,9 @@ class HttpController:
                 for i, s in acks.items():
                     self._acks.setdefault(i, s)
             raise
-        self._adopt(answer["directive"])
+        self._adopt(answer.directive)
 
-    def _adopt(self, body: dict[str, Any]) -> Directive:
-        directive = Directive.from_api(body)
+    def _adopt(self, directive: Directive) -> Directive:
         with self._lock:
             self._directive = directive
         return directive
@@ -158,12 +165,6 @@ class HttpController:
             self._thread.join(timeout=10)
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    return value
-
-
 class Agent:
     def __init__(self, server: str, token: str | None, name: str, *, artifacts_url: str | None = None,
                  device: str | None = None, claim_wait_s: float = 10.0, once: bool = False):
@@ -182,33 +183,35 @@ class Agent:
         signal.signal(signal.SIGTERM, ask_to_stop)
 
     def run_forever(self) -> None:
-        info = self.client.call("POST", "/workers", {"name": self.name, "host": platform.node(),
-                                                    "devices": _devices(), "version": VERSION})
-        self.worker_id, self.heartbeat_s = info["worker_id"], info["heartbeat_s"]
-        self.artifacts_url = self.artifacts_url or info.get("artifacts_url")
+        hello = WorkerHello(name=self.name, host=platform.node(), devices=_devices(), version=VERSION)
+        info = self.client.send("/workers", hello, Registered)
+        self.worker_id, self.heartbeat_s = info.worker_id, info.heartbeat_s
+        self.artifacts_url = self.artifacts_url or info.artifacts_url
         log.info("worker %s registered as %s", self.name, self.worker_id)
         while not self.shutdown.is_set():
-            claim = self.client.call("POST", f"/workers/{self.worker_id}/claim", {"wait_s": self.claim_wait_s})
+            claim = self.claim()
             if claim is None:
                 continue
             self.train(claim)
             if self.once:
                 return
 
-    def train(self, claim: dict[str, Any]) -> str | None:
-        from worker.recipe import Recipe
+    def claim(self) -> Claim | None:
+        """The next queued run, waiting up to claim_wait_s for one (None: nothing queued)."""
+        answer = self.client.call("POST", f"/workers/{self.worker_id}/claim", ClaimRequest(wait_s=self.claim_wait_s))
+        return None if answer is None else Claim.model_validate(answer)
+
+    def train(self, claim: Claim) -> str | None:
         from worker.trainer import Trainer
 
-        run_id = claim["run"]["id"]
-        controller = HttpController(self.client, run_id, claim["lease_token"],
-                                    Directive.from_api(claim["directive"]), self.heartbeat_s, self.shutdown)
-        log.info("run %s attempt %s: training (resume from %s)", run_id, claim["attempt"],
-                 (claim.get("resume_checkpoint") or {}).get("uri"))
+        run_id, resume, recipe = claim.run_id, claim.resume_checkpoint, claim.recipe
+        controller = HttpController(self.client, run_id, claim.lease_token, claim.directive, self.heartbeat_s,
+                                    self.shutdown)
+        log.info("run %s attempt %s: training (resume from %s)", run_id, claim.attempt, resume.uri if resume else None)
         try:
-            recipe = Recipe.model_validate(claim["recipe"])
             trainer = Trainer(recipe, controller, artifacts_url=f"{self.artifacts_url.rstrip('/')}/run-{run_id}",
                               device=self.device, teacher=self.fetch_teacher(recipe))
-            status = trainer.run(resume=claim.get("resume_checkpoint"))
+            status = trainer.run(resume=resume)
         except LeaseLost as lost:
             controller.close()
             log.error("run %s: %s; stopped touching it", run_id, lost)
@@ -218,12 +221,11 @@ class Agent:
             controller.finish("queued")
             return "queued"
         except CheckpointCorrupt as corrupt:
-            resume = claim.get("resume_checkpoint") or {}
-            if corrupt.uri != resume.get("uri"):
+            if resume is None or corrupt.uri != resume.uri:
                 raise
             log.error("run %s: %s; asking to resume from the one before", run_id, corrupt)
             try:  # the server drops it from the run and answers rollback: release, resume from the previous
-                controller.alert("corrupt_checkpoint", {"checkpoint_id": resume["id"], "reason": corrupt.reason})
+                controller.alert("corrupt_checkpoint", {"checkpoint_id": resume.id, "reason": corrupt.reason})
             except Rollback:
                 controller.finish("queued")
                 return "queued"
@@ -263,18 +265,14 @@ class Agent:
 
 
 def _choose_checkpoint(kept: list[dict[str, Any]], which: str, metric: str) -> dict[str, Any]:
-    from worker.recipe import lower_is_better
-
+    """`best` by the recipe's checkpoint metric (the newest when none has it), `latest`, or an id."""
     if not kept:
         raise ValueError("the teacher run has no kept checkpoint")
+    newest = max(kept, key=lambda c: (c["step"], c["id"]))
     if which == "latest":
-        return max(kept, key=lambda c: (c["step"], c["id"]))
+        return newest
     if which == "best":
-        scored = [c for c in kept if isinstance(c["metrics"].get(metric), (int, float))]
-        if not scored:
-            return max(kept, key=lambda c: (c["step"], c["id"]))
-        pick = min if lower_is_better(metric) else max
-        return pick(scored, key=lambda c: c["metrics"][metric])
+        return best(kept, metric, metrics_of=lambda c: c["metrics"]) or newest
     match = [c for c in kept if str(c["id"]) == which]
     if not match:
         raise ValueError(f"the teacher run has no kept checkpoint {which}")

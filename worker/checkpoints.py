@@ -10,12 +10,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import math
 import os
 import posixpath
 import random
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,8 +24,9 @@ import torch
 import zstandard
 from fsspec.implementations.local import LocalFileSystem
 
+from core import files, retention
+
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-LOWER_IS_BETTER_SUFFIXES = ("cer", "wer", "loss", "perplexity", "ece", "brier")
 
 
 class CheckpointCorrupt(Exception):
@@ -56,28 +56,6 @@ class CheckpointInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckpointInfo:
         return cls(**data)
-
-
-def lower_is_better(metric: str) -> bool:
-    """Error-like metrics (cer, loss, perplexity, ...) improve downwards; accuracies upwards."""
-    return metric.lower().endswith(LOWER_IS_BETTER_SUFFIXES)
-
-
-def select_for_deletion(
-    infos: Sequence[CheckpointInfo], *, keep_last: int, keep_best: int, metric: str | None,
-) -> list[CheckpointInfo]:
-    """Everything outside the newest ``keep_last`` (by step) and the best ``keep_best`` by ``metric``."""
-    ordered = sorted(infos, key=lambda c: (c.step, c.epoch))
-    keep = {c.uri for c in ordered[len(ordered) - keep_last:]} if keep_last > 0 else set()
-    if metric and keep_best > 0:
-        scored = [c for c in ordered if _finite(c.metrics.get(metric))]
-        scored.sort(key=lambda c: c.metrics[metric], reverse=not lower_is_better(metric))
-        keep |= {c.uri for c in scored[:keep_best]}
-    return [c for c in ordered if c.uri not in keep]
-
-
-def _finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -204,18 +182,13 @@ class CheckpointManager:
         return load_checkpoint(info, expected_sha256, **kwargs)
 
     def select_for_deletion(self, infos: Sequence[CheckpointInfo]) -> list[CheckpointInfo]:
-        return select_for_deletion(infos, keep_last=self.keep_last, keep_best=self.keep_best, metric=self.metric)
-
-    def delete(self, infos: Iterable[CheckpointInfo]) -> None:
-        for info in infos:
-            fs, path = fsspec.core.url_to_fs(info.uri)
-            with contextlib.suppress(FileNotFoundError):
-                fs.rm(path)
+        return retention.select_for_deletion(infos, keep_last=self.keep_last, keep_best=self.keep_best,
+                                             metric=self.metric)
 
     def apply_retention(self, infos: Sequence[CheckpointInfo]) -> list[CheckpointInfo]:
         """Delete what retention drops and return it, so the caller can forget those records."""
         doomed = self.select_for_deletion(infos)
-        self.delete(doomed)
+        files.delete(info.uri for info in doomed)
         return doomed
 
     def latest_valid(

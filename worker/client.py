@@ -7,12 +7,14 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
 log = logging.getLogger("sala.client")
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+A = TypeVar("A", bound=BaseModel)
 
 
 class LeaseLost(Exception):
@@ -40,13 +42,21 @@ class SalaClient:
     def close(self) -> None:
         self._http.close()
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
-             *, timeout: float | None = None) -> dict[str, Any] | None:
-        """One request, retried on connection errors and 5xx until it lands (or give_up_after)."""
+    def send(self, path: str, message: BaseModel, answer: type[A]) -> A:
+        """POST a protocol message (`core.protocol`); the answer parsed into its type."""
+        return answer.model_validate(self.call("POST", path, message))
+
+    def call(self, method: str, path: str, body: dict[str, Any] | BaseModel | None = None,
+             *, timeout: float | None = None) -> Any:
+        """One request, retried on connection errors and 5xx until it lands (or give_up_after).
+        A message is sent as pydantic writes it (a non-finite number becomes null)."""
         delay, started = 0.2, time.monotonic()
+        content = body.model_dump_json().encode() if isinstance(body, BaseModel) else None
+        json_body = None if isinstance(body, BaseModel) else body
+        headers = {"Content-Type": "application/json"} if content is not None else None
         while True:
             try:
-                response = self._http.request(method, path, json=body,
+                response = self._http.request(method, path, json=json_body, content=content, headers=headers,
                                               timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}"

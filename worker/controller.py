@@ -2,63 +2,24 @@
 
 The trainer never decides curriculum moves or obeys people directly; it reports and obeys.
 `HttpController` (worker/agent.py) carries this over the worker protocol; `LocalController`
-(worker/local.py) applies the server's own curriculum policy in process for `sala train`."""
+(worker/local.py) applies the same policy (`core`) in process for `sala train`. The messages are
+the protocol's own types (`core.protocol`), so what the trainer says is what goes on the wire.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-Action = Literal["continue", "pause", "stop", "complete"]
-
-
-@dataclass(frozen=True)
-class Directive:
-    """The whole desired state of a run, as the server sees it. `stage` is 0-based here
-    (the HTTP API counts from 1); `event_ids` are the control events this state includes,
-    acknowledged with the step at which the trainer applied them."""
-
-    action: Action = "continue"
-    stage: int = 0
-    stage_held: bool = False
-    lr_override_scale: float = 1.0
-    lr_override_lr: float | None = None
-    checkpoint_now: bool = False
-    event_ids: tuple[int, ...] = ()
-
-    @classmethod
-    def from_api(cls, body: dict[str, Any]) -> Directive:
-        lr = body.get("lr") or {}
-        return cls(action=body.get("action", "continue"), stage=int(body["stage"]["index"]) - 1,
-                   stage_held=bool(body.get("stage_held", False)),
-                   lr_override_scale=float(lr.get("override_scale") or 1.0),
-                   lr_override_lr=lr.get("override_lr"),
-                   checkpoint_now=bool(body.get("checkpoint_now", False)),
-                   event_ids=tuple(body.get("event_ids") or ()))
+from core.protocol import CheckpointReport, Directive, EpochReport
 
 
-@dataclass
-class EpochSummary:
-    """One finished epoch as reported to the controller (`stage` 0-based)."""
-
-    epoch: int
-    stage: int
-    step: int
-    metrics: dict[str, float]
-    lr: dict[str, float | None]
-    duration_s: float
-    samples_per_s: float
+class Rollback(Exception):
+    """Abandon this attempt and resume from the last checkpoint (non-finite losses piled up, or the
+    checkpoint to resume from is corrupt); the directive already carries the lower lr."""
 
 
-@dataclass
-class SavedCheckpoint:
-    uri: str
-    epoch: int
-    step: int
-    stage: int
-    sha256: str
-    size: int
-    metrics: dict[str, float] = field(default_factory=dict)
+class RunFailed(Exception):
+    """The controller ended the run (e.g. non-finite losses survived every rollback)."""
 
 
 class Controller(Protocol):
@@ -71,14 +32,14 @@ class Controller(Protocol):
     def acknowledge(self, event_ids: tuple[int, ...], step: int) -> None:
         """The trainer applied these control events at this optimizer step."""
 
-    def report_epoch(self, summary: EpochSummary) -> Directive:
+    def report_epoch(self, report: EpochReport) -> Directive:
         """Store the epoch; the answer carries the curriculum's decision."""
 
-    def report_checkpoint(self, saved: SavedCheckpoint) -> list[str]:
+    def report_checkpoint(self, saved: CheckpointReport) -> list[str]:
         """Record a checkpoint; the answer lists checkpoint URIs retention says to delete."""
 
     def alert(self, kind: str, detail: dict[str, Any]) -> None:
-        """Something the server should know now (e.g. non-finite losses piling up)."""
+        """Something the controller should know now. For "nonfinite" it may raise Rollback or RunFailed."""
 
     def finish(self, status: str, error: str | None = None) -> None:
         """completed | failed | stopped | paused | queued (released for another worker)."""

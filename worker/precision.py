@@ -75,10 +75,6 @@ class PrecisionManager:
         self.consecutive_nonfinite += 1
         return False
 
-    def should_alert(self, patience: int) -> bool:
-        """True once ``patience`` non-finite losses came in a row: time to tell the controller."""
-        return self.consecutive_nonfinite >= patience
-
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
 

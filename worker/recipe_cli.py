@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from worker.recipe import Recipe, RecipeError, RecipeParseError, dump_commented_yaml, load_recipe
+from core.recipe import Recipe, RecipeError, RecipeParseError, dump_commented_yaml, load_recipe
 
 app = typer.Typer(no_args_is_help=True)
 

@@ -1,7 +1,7 @@
 """Learning-rate schedules, and the controller that composes them with curriculum and human steering.
 
-Effective lr = schedule(step) x stage multiplier x override scale, or an absolute override that
-replaces all three until cleared. Schedules are torch's own ``lr_scheduler`` pieces, stepped once
+The effective lr is `core.lr.effective(schedule(step), stage multiplier, override)`: the rules for
+scale, absolute lr, clear and automatic reductions are core's, the same the server applies. Schedules are torch's own ``lr_scheduler`` pieces, stepped once
 per optimizer step (like timm's ``step_update``) so the lr moves smoothly inside an epoch; only
 the plateau one also listens to ``step_epoch`` with a validation metric.
 
@@ -27,7 +27,9 @@ from torch.optim.lr_scheduler import (
     SequentialLR,
 )
 
-from worker.checkpoints import lower_is_better
+from core import lr as lr_rules
+from core.lr import LrOverride
+from core.metrics import lower_is_better
 
 SCHEDULER_NAMES = ("warmup_cosine", "curriculum_aware", "plateau", "gradual_warmup", "constant")
 AFTER_NAMES = ("cosine", "constant", "plateau")
@@ -174,7 +176,8 @@ class PlateauSchedule:
 
 
 class LRController:
-    """Owns the four numbers behind the lr and writes the effective lr into the optimizer.
+    """Owns the numbers behind the lr (schedule, stage multiplier, override) and writes the effective
+    lr into the optimizer.
 
     Param groups keep their base-lr ratios to the first group (e.g. a head at 10x), so every
     number here is in units of the first group's lr.
@@ -187,25 +190,23 @@ class LRController:
         bases = _base_lrs(optimizer)
         self.ratios = [base / bases[0] if bases[0] > 0 else 1.0 for base in bases]
         self.stage_multiplier = 1.0
-        self.override_scale = 1.0
-        self.override_absolute: float | None = None
+        self.override = LrOverride()
         self.num_updates = 0
         self.epoch = 0
         self._apply()
 
     @property
     def effective(self) -> float:
-        if self.override_absolute is not None:
-            return self.override_absolute
-        return self.schedule.value() * self.stage_multiplier * self.override_scale
+        return lr_rules.effective(self.schedule.value(), self.stage_multiplier, self.override)
 
     def parts(self) -> dict[str, float | None]:
         """All numbers for the epoch report, so the dashboard can draw bands and overrides."""
         return {
             "schedule": self.schedule.value(),
             "stage_multiplier": self.stage_multiplier,
-            "override_scale": self.override_scale,
-            "override_absolute": self.override_absolute,
+            "override_scale": self.override.scale,
+            "override_absolute": self.override.absolute,
+            "auto_scale": self.override.auto_scale,
             "effective": self.effective,
         }
 
@@ -236,18 +237,14 @@ class LRController:
         self.schedule.on_stage_change()
         return self._apply()
 
-    def set_override_scale(self, scale: float) -> float:
-        self.override_scale = _positive(scale, "override scale")
+    def set_override(self, override: LrOverride) -> float:
+        """Adopt a controller's whole override state (the directive's)."""
+        self.override = override
         return self._apply()
 
-    def set_absolute(self, lr: float) -> float:
-        self.override_absolute = _positive(lr, "absolute lr")
-        return self._apply()
-
-    def clear_override(self) -> float:
-        self.override_scale = 1.0
-        self.override_absolute = None
-        return self._apply()
+    def steer(self, *, lr: float | None = None, scale: float | None = None, clear: bool = False) -> float:
+        """A person's request, with the control API's meaning (`core.lr.steer`)."""
+        return self.set_override(lr_rules.steer(self.override, lr=lr, scale=scale, clear=clear))
 
     def _apply(self) -> float:
         lr = self.effective
@@ -258,8 +255,8 @@ class LRController:
     def state_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "schedule": self.schedule.state_dict(), "ratios": list(self.ratios),
-            "stage_multiplier": self.stage_multiplier, "override_scale": self.override_scale,
-            "override_absolute": self.override_absolute, "num_updates": self.num_updates, "epoch": self.epoch,
+            "stage_multiplier": self.stage_multiplier, "override": self.override.model_dump(),
+            "num_updates": self.num_updates, "epoch": self.epoch,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -268,12 +265,17 @@ class LRController:
         self.schedule.load_state_dict(state["schedule"])
         self.ratios = [float(r) for r in state["ratios"]]
         self.stage_multiplier = float(state["stage_multiplier"])
-        self.override_scale = float(state["override_scale"])
-        absolute = state["override_absolute"]
-        self.override_absolute = None if absolute is None else float(absolute)
+        self.override = _override(state)
         self.num_updates = int(state["num_updates"])
         self.epoch = int(state["epoch"])
         self._apply()
+
+
+def _override(state: dict[str, Any]) -> LrOverride:
+    """The override of a state dict; checkpoints written before `core.lr` kept two plain numbers."""
+    if "override" in state:
+        return LrOverride.model_validate(state["override"])
+    return LrOverride(scale=float(state["override_scale"]), absolute=state["override_absolute"])
 
 
 def _positive(value: float, what: str) -> float:

@@ -28,7 +28,7 @@ def train_command(
     progress: Annotated[bool, typer.Option(help="draw a progress bar")] = True,
 ) -> None:
     """Train RECIPE with the curriculum run in process; writes OUT/metrics.jsonl and OUT/checkpoints/."""
-    from worker.recipe import RecipeError, load_recipe
+    from core.recipe import RecipeError, load_recipe
 
     try:
         spec = load_recipe(recipe)
@@ -57,8 +57,8 @@ def _train(spec, out: Path, resume: str | None, device: str | None, progress: bo
 
     def on_epoch(summary, directive) -> None:
         cer["value"] = summary.metrics.get("val_cer", cer["value"])
-        bar.update(task, completed=0, epoch=summary.epoch + 1, stage=spec.curriculum.stages[directive.stage].name)
-        console.log(f"epoch {summary.epoch} [{spec.curriculum.stages[summary.stage].name}] "
+        bar.update(task, completed=0, epoch=summary.epoch + 1, stage=spec.curriculum.stages[directive.stage_index].name)
+        console.log(f"epoch {summary.epoch} [{spec.curriculum.stages[summary.stage_index].name}] "
                     f"loss {summary.metrics.get('train_loss', float('nan')):.3f} "
                     f"CER {summary.metrics.get('val_cer', float('nan')):.3f} "
                     f"seq acc {summary.metrics.get('val_sequence_accuracy', float('nan')):.3f}")
@@ -70,10 +70,9 @@ def _train(spec, out: Path, resume: str | None, device: str | None, progress: bo
         controller = LocalController.resume(spec, out, epoch=pos["epoch"], stage=pos["stage"], **hooks)
     else:
         controller = LocalController(spec, out, **hooks)
-    trainer = Trainer(spec, controller, out, device=device)
     try:
         with bar:
-            status = trainer.run(resume=resume)
+            status = controller.train(lambda: Trainer(spec, controller, out, device=device), resume=resume)
     except KeyboardInterrupt:
         controller.finish("stopped", "interrupted")
         raise typer.Exit(130) from None

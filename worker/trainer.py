@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -31,7 +30,9 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, Subset
 
 from worker.checkpoints import CheckpointInfo, CheckpointManager, capture_rng, load_checkpoint, restore_rng
-from worker.controller import Controller, Directive, EpochSummary, SavedCheckpoint
+from core import files
+from core.protocol import CheckpointRef, CheckpointReport, Directive, EpochReport
+from worker.controller import Controller
 from worker.data import DataSources, build_train_dataset, build_val_dataset, make_loader
 from worker.decode import exact_match, greedy_decode, to_lists
 from worker.khmer import CHARACTERS, CHARSET_VERSION, CONTENT_LEVELS, NUM_CATEGORIES, NUM_CLASSES, Category
@@ -60,7 +61,7 @@ from worker.models import CRNN, MultiTaskModel
 from worker.models.heads import LEVELS
 from worker.multitask import TaskWeighting, build_weighting
 from worker.precision import GradientAccumulator, PrecisionManager
-from worker.recipe import Recipe
+from core.recipe import Recipe
 from worker.schedulers import LRController, build_scheduler
 
 log = logging.getLogger("sala.trainer")
@@ -101,7 +102,10 @@ def build_model(config: Mapping[str, Any]) -> MultiTaskModel:
                           class_to_category=class_categories(), modifier_categories=set(MODIFIER_CATEGORIES))
 
 
-def locate(checkpoint: CheckpointInfo | SavedCheckpoint | Mapping[str, Any] | str | Path) -> tuple[str, str | None]:
+Checkpoint = CheckpointInfo | CheckpointReport | CheckpointRef | Mapping[str, Any] | str | Path
+
+
+def locate(checkpoint: Checkpoint) -> tuple[str, str | None]:
     """``(uri, sha256 or None)`` of whatever names a checkpoint: a record, the server's JSON, a path."""
     if isinstance(checkpoint, (str, Path)):
         return str(checkpoint), None
@@ -390,7 +394,7 @@ class Trainer:
         self.train_set: Any = None
 
     # -- the loop ---------------------------------------------------------------------------------
-    def run(self, resume: CheckpointInfo | SavedCheckpoint | Mapping[str, Any] | str | None = None) -> str:
+    def run(self, resume: Checkpoint | None = None) -> str:
         """Train until the controller says complete (or max_epochs), pause or stop."""
         if resume is not None:
             self.restore(resume)
@@ -470,8 +474,8 @@ class Trainer:
             metrics |= evaluate(self.model, self.val_batches(), self.device, self.amp)
             metrics |= self.overall_metrics()
         self.lr.step_epoch(self.epoch, metrics.get(self.recipe.scheduler.plateau_metric))
-        summary = EpochSummary(
-            epoch=self.epoch, stage=self.stage, step=self.step, metrics=metrics, lr=self.lr.parts(),
+        summary = EpochReport(
+            epoch=self.epoch, stage_index=self.stage, step=self.step, metrics=metrics, lr=self.lr.parts(),
             duration_s=self.stats.seconds, samples_per_s=self.stats.samples / max(self.stats.seconds, 1e-9),
         )
         self.last_metrics, self.stats = metrics, EpochStats()
@@ -482,9 +486,10 @@ class Trainer:
     # -- steering -------------------------------------------------------------------------------
     def obey(self, directive: Directive, *, checkpoint_due: bool = False) -> str | None:
         """Make the run match the directive now; a status when it ends the run here."""
-        if directive.stage != self.stage:
-            self.change_stage(directive.stage)
-        self.set_lr_override(directive.lr_override_scale, directive.lr_override_lr)
+        if directive.stage_index != self.stage:
+            self.change_stage(directive.stage_index)
+        if directive.lr != self.lr.override:
+            self.lr.set_override(directive.lr)
         requested = directive.checkpoint_now and not self.checkpoint_served
         self.checkpoint_served = directive.checkpoint_now  # one checkpoint per request, however often polled
         new = tuple(i for i in directive.event_ids if i not in self.acknowledged)
@@ -502,15 +507,6 @@ class Trainer:
         log.info("stage %s -> %s at step %s", self.stages[self.stage].name, self.stages[index].name, self.step)
         self.stage = index
         self.lr.change_stage(self.stages[index].lr_multiplier)
-
-    def set_lr_override(self, scale: float, absolute: float | None) -> None:
-        if (scale, absolute) == (self.lr.override_scale, self.lr.override_absolute):
-            return
-        self.lr.clear_override()
-        if scale != 1.0:
-            self.lr.set_override_scale(scale)
-        if absolute is not None:
-            self.lr.set_absolute(absolute)
 
     def on_nonfinite(self, loss: float) -> None:
         self.stats.nonfinite += 1
@@ -594,16 +590,14 @@ class Trainer:
             "acknowledged": sorted(self.acknowledged), "checkpoint_served": self.checkpoint_served,
         }
 
-    def save_checkpoint(self) -> SavedCheckpoint:
+    def save_checkpoint(self) -> CheckpointReport:
         """Write, report, and delete what the controller's retention gives back."""
         finite = {k: v for k, v in self.last_metrics.items() if math.isfinite(v)}  # JSON-safe for the server
         info = self.checkpoints.save(self.state_dict(), epoch=self.epoch, step=self.step, metrics=finite,
                                      name=self.checkpoint_name())
-        saved = SavedCheckpoint(uri=info.uri, epoch=info.epoch, step=info.step, stage=self.stage,
-                                sha256=info.sha256, size=info.size, metrics=dict(info.metrics))
-        for uri in self.controller.report_checkpoint(saved):
-            if uri != info.uri:
-                delete_uri(uri)
+        saved = CheckpointReport(uri=info.uri, epoch=info.epoch, step=info.step, stage_index=self.stage,
+                                 sha256=info.sha256, size=info.size, metrics=dict(info.metrics))
+        files.delete(uri for uri in self.controller.report_checkpoint(saved) if uri != info.uri)
         return saved
 
     def checkpoint_name(self) -> str:
@@ -616,7 +610,7 @@ class Trainer:
             name = f"{base}-{n}{suffix}"
         return name
 
-    def restore(self, checkpoint: CheckpointInfo | SavedCheckpoint | Mapping[str, Any] | str) -> None:
+    def restore(self, checkpoint: Checkpoint) -> None:
         """Load every piece of state; refuses a checkpoint of another network or alphabet."""
         uri, sha = locate(checkpoint)
         state = load_checkpoint(uri, sha)
@@ -666,9 +660,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def delete_uri(uri: str) -> None:
-    fs, path = fsspec.core.url_to_fs(uri)
-    with contextlib.suppress(FileNotFoundError):
-        fs.rm(path)

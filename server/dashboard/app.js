@@ -12,7 +12,7 @@ const STATUSES = ["queued", "running", "pausing", "paused", "stopping", "complet
 const ACTIVE = new Set(["queued", "running", "pausing", "paused", "stopping"]);
 // kinds the worker applies and acknowledges with the step (events recorded with needs_worker)
 const WORKER_KINDS = new Set(["stage_set", "stage_advance", "stage_hold", "lr_set", "lr_scale", "lr_clear",
-  "checkpoint_requested", "pause_requested", "stop_requested"]);
+  "lr_reduce", "checkpoint_requested", "pause_requested", "stop_requested"]);
 // after one of these, a request still unapplied will not be applied by that worker any more
 const LEASE_ENDS = new Set(["claimed", "run_paused", "run_stopped", "run_completed", "run_failed", "released",
   "lease_expired", "fenced"]);
@@ -342,7 +342,7 @@ function runView(runId) {
   for (const [key, title, note] of [
     ["loss", "Training loss per task", "train_loss (total, weighted) and train_loss_<task>"],
     ["val", "Validation CER and sequence accuracy", "dashed: each stage's success threshold"],
-    ["lr", "Effective learning rate", "effective = schedule × stage multiplier × override"],
+    ["lr", "Effective learning rate", "effective = schedule × stage multiplier × scale × automatic scale, or an absolute lr"],
     ["steps", "Step-level loss", "downsampled step scalars: loss and loss_<task>"],
     ["weights", "Task weights", "task_weight_<task>: the weighting's current multipliers"],
     ["metric", "Any epoch metric", "every metric the worker reports, one at a time"],
@@ -484,7 +484,8 @@ function runView(runId) {
         h("span", {}, "epoch ", h("b", { id: "run-epoch" }, `${run.epoch}/${run.max_epochs}`)),
         h("span", {}, "step ", h("b", {}, String(run.step))),
         h("span", {}, "effective lr ", h("b", { id: "run-lr" }, lrText(run.lr.effective)),
-          run.lr.override ? h("span", { class: "muted" }, ` (override ${JSON.stringify(run.lr.override)})`) : ""),
+          run.lr.override ? h("span", { class: "muted" }, ` (override ${JSON.stringify(run.lr.override)})`) : "",
+          run.lr.auto_scale !== 1 ? h("span", { class: "muted" }, ` (automatic ×${run.lr.auto_scale})`) : ""),
         h("span", {}, "attempt ", h("b", {}, `${run.attempt}/${run.max_restarts + 1}`)),
         h("span", {}, "worker ", h("b", {}, run.worker_id ? `#${run.worker_id}` : "–")),
         h("span", {}, "created ", h("b", { title: when(run.created_at) }, `${age(run.created_at)} ago`)),
@@ -562,7 +563,8 @@ function runView(runId) {
     const p = e.payload || {};
     switch (e.kind) {
       case "lr_set": return `lr → ${p.lr}`;
-      case "lr_scale": return `lr × ${p.scale}`;
+      case "lr_scale": return `lr × ${p.scale}${p.auto_scale !== undefined && p.auto_scale !== 1 ? `, automatic ×${p.auto_scale} kept` : ""}`;
+      case "lr_reduce": return `lr × ${p.factor} (${p.reason})`;
       case "lr_clear": return "override cleared";
       case "stage_set": case "stage_advance": return `stage ${p.from_stage ?? "?"} → ${p.to_stage}${p.to_name ? ` (${p.to_name})` : ""}`;
       case "stage_hold": return p.hold ? "hold on" : "hold off";
@@ -573,7 +575,7 @@ function runView(runId) {
       }
     }
   }
-  const markerLabel = (e) => ({ lr_set: "lr", lr_scale: "lr×", lr_clear: "lr", stage_set: "stage", stage_advance: "stage",
+  const markerLabel = (e) => ({ lr_set: "lr", lr_scale: "lr×", lr_clear: "lr", lr_reduce: "lr↓", stage_set: "stage", stage_advance: "stage",
     stage_hold: "hold", checkpoint_requested: "ckpt", pause_requested: "pause", stop_requested: "stop" }[e.kind] || e.kind);
 
   function renderCharts() {

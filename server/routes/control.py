@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from core.protocol import DbId
 from server import runs
 from server.deps import DB, Operator, Reader
-from server.schemas import ERRORS, DbId, Accepted, LrOut, LrOverride, ReasonBody, StageHold, StageJump, StageRef, StagesOut
-from server.views import event_out, run_out, transition_out
+from server.schemas import ERRORS, Accepted, LrOut, LrRequest, ReasonBody, StageHold, StageJump, StagesOut
+from server.views import event_out, run_out, stages_out
 
 router = APIRouter(prefix="/runs/{run_id}", tags=["control"], responses=ERRORS)
 
@@ -15,13 +16,7 @@ router = APIRouter(prefix="/runs/{run_id}", tags=["control"], responses=ERRORS)
 @router.get("/stages", response_model=StagesOut)
 def get_stages(run_id: DbId, db: DB, _: Reader) -> StagesOut:
     run = runs.get_run(db, run_id)
-    return StagesOut(
-        stages=[{"index": i + 1, **spec} for i, spec in enumerate(runs.stages_of(run))],
-        current=StageRef(index=run.stage_index + 1, name=runs.stage_name(run, run.stage_index) or ""),
-        held=run.stage_held,
-        transitions=[transition_out(run, t) for t in runs.transitions(db, run)],
-        recommendations=list(run.recommendations or []),
-    )
+    return stages_out(run, runs.transitions(db, run))
 
 
 @router.post("/stage", status_code=202, response_model=Accepted)
@@ -53,7 +48,7 @@ def get_lr(run_id: DbId, db: DB, _: Reader) -> LrOut:
 
 
 @router.post("/lr", status_code=202, response_model=Accepted)
-def override_lr(run_id: DbId, body: LrOverride, db: DB, who: Operator) -> Accepted:
+def override_lr(run_id: DbId, body: LrRequest, db: DB, who: Operator) -> Accepted:
     run = runs.get_run(db, run_id, for_update=True)
     event = runs.set_lr(db, run, who.actor, lr=body.lr, scale=body.scale, clear=body.clear,
                         reason=body.reason)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.background import BackgroundTask
 
+from core.protocol import DbId
 from server import runs
 from server.deps import DB, Operator, Reader
-from server.schemas import ERRORS, DbId, Accepted, ForkBody, ReasonBody, RunCreate, RunOut, RunPage
+from server.schemas import ERRORS, Accepted, ForkBody, ReasonBody, RunCreate, RunOut, RunPage
 from server.storage import delete_files
 from server.views import run_out
 
@@ -69,8 +70,9 @@ def fork_run(run_id: DbId, db: DB, who: Operator, body: ForkBody | None = None) 
 
 
 @router.delete("/{run_id}", status_code=204)
-def delete_run(run_id: DbId, db: DB, _: Operator) -> Response:
+def delete_run(run_id: DbId, request: Request, db: DB, _: Operator) -> Response:
     run = runs.get_run(db, run_id, for_update=True)
     uris = runs.delete_run(db, run)
     # files go only after the rows are committed: the task runs once the response is sent
-    return Response(status_code=204, background=BackgroundTask(delete_files, uris))
+    task = BackgroundTask(delete_files, request.app.state.settings.artifacts_url, uris)
+    return Response(status_code=204, background=task)

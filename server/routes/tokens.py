@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from sqlalchemy import select
 
+from core.protocol import DbId
 from server import auth
 from server.deps import DB, Admin, forget_principals
-from server.models import ApiToken
-from server.schemas import ERRORS, DbId, TokenCreate, TokenCreated, TokenOut
+from server.schemas import ERRORS, TokenCreate, TokenCreated, TokenOut
 
 router = APIRouter(prefix="/tokens", tags=["tokens"], responses=ERRORS)
 
@@ -22,8 +21,7 @@ def create_token(body: TokenCreate, request: Request, db: DB, _: Admin) -> Token
 
 @router.get("", response_model=list[TokenOut])
 def list_tokens(db: DB, _: Admin) -> list[TokenOut]:
-    return [TokenOut.model_validate(r, from_attributes=True)
-            for r in db.scalars(select(ApiToken).order_by(ApiToken.id))]
+    return [TokenOut.model_validate(r, from_attributes=True) for r in auth.list_tokens(db)]
 
 
 @router.delete("/{token_id}", response_model=TokenOut)

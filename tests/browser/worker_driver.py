@@ -60,7 +60,7 @@ def bulk_history(database_url: str, run_id: int, *, epochs: int = 5000, steps: i
             last = epoch_rows[-1]
             conn.execute(Run.__table__.update().where(Run.id == run_id).values(
                 epoch=epochs, step=max(steps, epochs * spe), stage_index=last["stage_index"],
-                latest_metrics={**last["metrics"], "epoch": epochs, "stage": last["stage_index"] + 1},
+                latest_metrics={**last["metrics"], "epoch": epochs, "stage": last["stage_index"]},
                 lr_schedule=last["lr"]["schedule"]))
             assert run is not None
     finally:

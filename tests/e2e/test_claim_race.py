@@ -20,7 +20,7 @@ def test_fifty_runs_four_workers_each_claimed_once(tmp_path, database_env):
                 worker = http.post("/workers", json={"name": f"w{n}"}).json()["worker_id"]
                 claimed = []
                 while (answer := http.post(f"/workers/{worker}/claim", json={"wait_s": 0})).status_code == 200:
-                    claimed.append(answer.json()["run"]["id"])
+                    claimed.append(answer.json()["run_id"])
                 assert answer.status_code == 204, answer.text
                 return claimed
 
@@ -44,5 +44,5 @@ def test_long_poll_claim_returns_soon_after_a_run_is_created(tmp_path):
         answer = http.post(f"/workers/{worker}/claim", json={"wait_s": 10})
         waited = time.monotonic() - started
         timer.join()
-    assert answer.status_code == 200 and answer.json()["run"]["name"] == "late"
+    assert answer.status_code == 200 and answer.json()["run_name"] == "late"
     assert 0.9 < waited < 3.0

@@ -104,12 +104,12 @@ def seed_world(client, artifacts: Path) -> World:
     runs = [client.post(f"{API}/runs", json={"name": f"fuzz{i}", "recipe": recipe}).json()["id"] for i in range(4)]
     worker = client.post(f"{API}/workers", json={"name": "fuzz-worker"}).json()["worker_id"]
     claimed = client.post(f"{API}/workers/{worker}/claim", json={"wait_s": 0}).json()
-    held, lease = claimed["run"]["id"], claimed["lease_token"]
+    held, lease = claimed["run_id"], claimed["lease_token"]
     path = artifacts / f"run-{held}" / "ck.pt"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"fuzz checkpoint")
     checkpoint = client.post(f"{API}/runs/{held}/checkpoints", json={
-        "lease_token": lease, "uri": f"file://{path}", "epoch": 1, "step": 2, "stage": 1,
+        "lease_token": lease, "uri": f"file://{path}", "epoch": 1, "step": 2, "stage_index": 0,
         "sha256": hashlib.sha256(b"fuzz checkpoint").hexdigest(), "size": path.stat().st_size}).json()
     client.post(f"{API}/runs/{runs[-1]}/pause")
     client.post(f"{API}/runs/{runs[-2]}/stop")
@@ -283,7 +283,7 @@ def test_a_heartbeat_scalar_without_a_step_is_a_422(tmp_path, scalar):
         client.post(f"{API}/runs", json={"name": "r"})
         worker = client.post(f"{API}/workers", json={"name": "w"}).json()["worker_id"]
         claim = client.post(f"{API}/workers/{worker}/claim", json={"wait_s": 0}).json()
-        answer = client.post(f"{API}/runs/{claim['run']['id']}/heartbeat", json={
+        answer = client.post(f"{API}/runs/{claim['run_id']}/heartbeat", json={
             "lease_token": claim["lease_token"], "epoch": 0, "step": 1, "scalars": [scalar]})
     app.state.engine.dispose()
     assert answer.status_code == 422, (answer.status_code, answer.text)

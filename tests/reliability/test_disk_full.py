@@ -13,14 +13,17 @@ from __future__ import annotations
 import builtins
 import errno
 import io
+import json
 import threading
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import httpx
 import pytest
 from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 
+from core.protocol import Claim
 from tests.worker.tiny import ScriptedController, tiny_recipe
 from worker import checkpoints as ckpt
 from worker.checkpoints import CheckpointCorrupt, CheckpointManager, load_checkpoint
@@ -207,45 +210,46 @@ def test_training_stops_on_enospc_and_resumes_from_the_last_good_checkpoint(
     assert [e.epoch for e in again.epochs] == [2]
 
 
-class StubClient:
-    """The worker protocol's answers, recorded: enough for Agent.train to run one claimed run."""
+DIRECTIVE = {"action": "continue", "stage_index": 0, "event_ids": []}
 
-    DIRECTIVE = {"action": "continue", "stage": {"index": 1}, "stage_held": False, "lr": {},
-                 "checkpoint_now": False, "event_ids": []}
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, dict | None]] = []
-        self.lock = threading.Lock()
+def stub_server(calls: list[tuple[str, dict]]) -> httpx.MockTransport:
+    """The worker protocol's answers, each request recorded: enough for Agent.train to run one claimed run."""
+    lock = threading.Lock()
 
-    def call(self, method: str, path: str, body: dict | None = None, **_: Any) -> dict | None:
-        with self.lock:
-            self.calls.append((method, path, body))
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content or b"{}")
+        path = request.url.path
+        with lock:
+            calls.append((path, body))
         if path.endswith("/checkpoints"):
-            return {"checkpoint_id": len(self.calls), "delete": [], "delete_uris": []}
+            return httpx.Response(201, json={"checkpoint_id": len(calls), "delete": [], "delete_uris": []})
         if path.endswith("/epochs"):
-            return {"epoch": body["epoch"], "directive": self.DIRECTIVE}
+            return httpx.Response(200, json={"epoch": body["epoch"], "directive": DIRECTIVE})
         if path.endswith("/finish"):
-            return {"run": {}}
+            return httpx.Response(200, json={"run_id": 1, "status": body["status"]})
         if path.endswith("/alerts"):
-            return {"action": "continue", "directive": self.DIRECTIVE}
-        return {"directive": self.DIRECTIVE}
+            return httpx.Response(200, json={"action": "continue", "directive": DIRECTIVE})
+        return httpx.Response(200, json={"lease_expires_at": "2030-01-01T00:00:00Z", "directive": DIRECTIVE})
+
+    return httpx.MockTransport(answer)
 
 
 def test_the_worker_fails_the_run_with_a_clear_reason_when_the_disk_is_full(tmp_path, local_disk):
     from worker.agent import Agent
 
     agent = Agent("http://127.0.0.1:9", None, "disk-full", artifacts_url=str(tmp_path / "store"), device="cpu")
-    agent.client = StubClient()
+    calls: list[tuple[str, dict]] = []
+    agent.client._http = httpx.Client(base_url="http://stub/api/v1", transport=stub_server(calls))
     agent.heartbeat_s = 0.2
     local_disk.saves_left = 1
-    recipe = tiny_recipe(**RECIPE).model_dump(mode="json")
-    status = agent.train({"run": {"id": 1}, "recipe": recipe, "lease_token": "l" * 32, "attempt": 1,
-                          "resume_checkpoint": None, "directive": StubClient.DIRECTIVE})
-    assert status == "failed"
-    finish = [body for _, path, body in agent.client.calls if path.endswith("/finish")]
+    claim = Claim(run_id=1, run_name="disk", recipe=tiny_recipe(**RECIPE), lease_token="l" * 32, attempt=1,
+                  lease_expires_at="2030-01-01T00:00:00Z", resume_checkpoint=None, directive=DIRECTIVE)
+    assert agent.train(claim) == "failed"
+    finish = [body for path, body in calls if path.endswith("/finish")]
     assert len(finish) == 1 and finish[0]["status"] == "failed"
     assert "No space left on device" in finish[0]["error"].splitlines()[0], finish[0]["error"][:300]
-    reported = [body for _, path, body in agent.client.calls if path.endswith("/checkpoints")]
+    reported = [body for path, body in calls if path.endswith("/checkpoints")]
     assert [r["epoch"] for r in reported] == [1]
     kept = load_checkpoint(reported[0]["uri"], reported[0]["sha256"])
     assert kept["position"]["epoch"] == 1

@@ -33,8 +33,8 @@ STREAMING = {("GET", f"{API}/events/stream")}
 # worker route without an entry here fails test_every_worker_route_has_a_lease_sample, on purpose.
 LEASE_BODIES = {
     "heartbeat": {"epoch": 0, "step": 1, "scalars": [{"step": 1, "loss": 1.0}]},
-    "epochs": {"epoch": 1, "stage": 1, "step": 2, "metrics": {"val_cer": 0.5}},
-    "checkpoints": {"uri": "file:///nowhere/ck.pt", "epoch": 1, "step": 2, "stage": 1,
+    "epochs": {"epoch": 1, "stage_index": 0, "step": 2, "metrics": {"val_cer": 0.5}},
+    "checkpoints": {"uri": "file:///nowhere/ck.pt", "epoch": 1, "step": 2, "stage_index": 0,
                     "sha256": "0" * 64, "size": 1},
     "finish": {"status": "failed", "error": "not yours"},
     "alerts": {"kind": "nonfinite", "detail": {"consecutive": 5}},
@@ -110,7 +110,7 @@ def world(client, tokens, settings):
     for name in ("a", "b"):
         wid = client.post(f"{API}/workers", json={"name": name}, headers=worker).json()["worker_id"]
         claim = client.post(f"{API}/workers/{wid}/claim", json={"wait_s": 0}, headers=worker).json()
-        held[name] = (claim["run"]["id"], claim["lease_token"], wid)
+        held[name] = (claim["run_id"], claim["lease_token"], wid)
     queued = next(i for i in ids if i not in {held["a"][0], held["b"][0]})
     return {"held": held, "queued": queued, "run": ids[0]}
 
@@ -261,7 +261,7 @@ def test_checkpoint_download_cannot_leave_the_store(client, tokens, world, setti
     try:
         for uri in _escapes(root, tmp_path):
             reported = client.post(f"{API}/runs/{run_a}/checkpoints", headers=worker, json={
-                "lease_token": lease_a, "uri": uri, "epoch": 1, "step": 2, "stage": 1,
+                "lease_token": lease_a, "uri": uri, "epoch": 1, "step": 2, "stage_index": 0,
                 "sha256": hashlib.sha256(b"x").hexdigest(), "size": 1})
             if reported.status_code != 201:  # refusing the report is fine too
                 assert reported.status_code in (403, 422), (uri, reported.text)
@@ -284,7 +284,7 @@ def test_foreign_and_chained_uris_are_refused_without_being_opened(client, token
     statuses = {}
     for uri in ("http://127.0.0.1:9/ck.pt", f"zip://ck.pt::file://{outside}"):
         reported = client.post(f"{API}/runs/{run_a}/checkpoints", headers=bearer(tokens["worker"]), json={
-            "lease_token": lease_a, "uri": uri, "epoch": 1, "step": 2, "stage": 1, "sha256": "0" * 64, "size": 1})
+            "lease_token": lease_a, "uri": uri, "epoch": 1, "step": 2, "stage_index": 0, "sha256": "0" * 64, "size": 1})
         if reported.status_code != 201:  # a chained URI is refused when reported
             statuses[uri] = reported.status_code
             continue
@@ -300,7 +300,7 @@ def test_a_checkpoint_inside_the_store_is_still_served(client, tokens, world, se
     path.write_bytes(b"weights")
     run_a, lease_a, _ = world["held"]["a"]
     cid = client.post(f"{API}/runs/{run_a}/checkpoints", headers=bearer(tokens["worker"]), json={
-        "lease_token": lease_a, "uri": f"file://{path}", "epoch": 1, "step": 2, "stage": 1,
+        "lease_token": lease_a, "uri": f"file://{path}", "epoch": 1, "step": 2, "stage_index": 0,
         "sha256": hashlib.sha256(b"weights").hexdigest(), "size": 7}).json()["checkpoint_id"]
     answer = client.get(f"{API}/runs/{run_a}/checkpoints/{cid}/file", headers=bearer(tokens["viewer"]))
     assert answer.status_code == 200 and answer.content == b"weights"
@@ -340,9 +340,9 @@ def test_tokens_and_authorization_headers_are_never_logged(tmp_path):
         wid = httpx.post(f"{api}/workers", json={"name": "w"}, headers=worker, timeout=10).json()["worker_id"]
         claim = httpx.post(f"{api}/workers/{wid}/claim", json={"wait_s": 0}, headers=worker, timeout=10).json()
         lease = claim["lease_token"]
-        httpx.post(f"{api}/runs/{claim['run']['id']}/heartbeat", headers=worker, timeout=10,
+        httpx.post(f"{api}/runs/{claim['run_id']}/heartbeat", headers=worker, timeout=10,
                    json={"lease_token": lease, "epoch": 0, "step": 1})
-        httpx.post(f"{api}/runs/{claim['run']['id']}/heartbeat", headers=worker, timeout=10,
+        httpx.post(f"{api}/runs/{claim['run_id']}/heartbeat", headers=worker, timeout=10,
                    json={"lease_token": "f" * 32, "epoch": 0, "step": 1})     # stale: logged as refused
         httpx.get(f"{api}/runs", headers=bearer(wrong), timeout=10)            # unknown token: 401
         httpx.get(f"{api}/tokens", headers=worker, timeout=10)                 # wrong role: 403

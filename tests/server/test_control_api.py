@@ -70,3 +70,20 @@ def test_checkpoint_now_needs_a_worker(client):
     run = create_run(client)
     answer = client.post(f"{API}/runs/{run['id']}/checkpoint")
     assert answer.status_code == 409 and "no worker" in answer.json()["error"]["message"]
+
+
+def test_a_scale_after_a_rollback_keeps_the_rollback_and_says_so(client):
+    from tests.server.test_worker_protocol import claim, register
+
+    run = create_run(client)
+    rid = run["id"]
+    lease = claim(client, register(client)).json()["lease_token"]
+    client.post(f"{API}/runs/{rid}/alerts", json={"lease_token": lease, "kind": "nonfinite", "detail": {}})
+    answer = client.post(f"{API}/runs/{rid}/lr", json={"scale": 0.5}).json()
+    assert answer["run"]["lr"]["override"] == {"scale": 0.5} and answer["run"]["lr"]["auto_scale"] == 0.5
+    assert abs(answer["run"]["lr"]["effective"] - 0.001 * 0.5 * 0.5) < 1e-12
+    lr = client.get(f"{API}/runs/{rid}/lr").json()
+    assert [e["kind"] for e in lr["history"]] == ["lr_reduce", "lr_scale"]
+    reduce, scale = lr["history"]
+    assert reduce["actor"] == "server" and reduce["payload"]["factor"] == 0.5
+    assert scale["payload"]["auto_scale"] == 0.5 and scale["payload"]["effective"] == answer["run"]["lr"]["effective"]

@@ -56,3 +56,47 @@ def test_readyz_reports_unmigrated_database(tmp_path):
         answer = client.get("/readyz")
     app.state.engine.dispose()
     assert answer.status_code == 503 and "sala db upgrade" in answer.json()["error"]["message"]
+
+
+def test_0003_moves_completion_to_a_column_and_counts_stored_stages_from_0(fresh_url):
+    from sqlalchemy import MetaData, select
+
+    from server.models import utcnow
+
+    migrate.upgrade(fresh_url, "0002")
+    engine = make_engine(fresh_url)
+    meta = MetaData()
+    meta.reflect(engine)
+    runs, events = meta.tables["runs"], meta.tables["control_events"]
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(runs.insert().values(
+            id=1, name="old", status="completed", recipe={}, tags=[], tag_text="", priority=0, max_restarts=3,
+            attempt=1, restarts=0, stage_index=1, stage_held=False, epoch=9, step=18, base_lr=0.001,
+            lr_override_scale=1.0, checkpoint_requested=False, recommendations=[], created_at=now, updated_at=now,
+            latest_metrics={"val_cer": 0.1, "epoch": 9, "stage": 2, "curriculum_complete": True}))
+        conn.execute(events.insert(), [
+            {"id": 1, "run_id": 1, "kind": "stage_transition", "actor": "curriculum", "needs_worker": False,
+             "created_at": now, "payload": {"from_stage": 1, "to_stage": 2, "reason": "threshold"}},
+            {"id": 2, "run_id": 1, "kind": "lr_scale", "actor": "x", "needs_worker": True, "created_at": now,
+             "payload": {"scale": 2}}])
+
+    def stored() -> tuple[dict, bool | None, list[dict]]:
+        """What the tables hold now, read with the columns of whatever revision they are at."""
+        now_meta = MetaData()
+        with engine.connect() as conn:
+            now_meta.reflect(conn)
+            run = conn.execute(select(now_meta.tables["runs"])).mappings().one()
+            log = now_meta.tables["control_events"]
+            payloads = [p for (p,) in conn.execute(select(log.c.payload).order_by(log.c.id))]
+        return run["latest_metrics"], run.get("curriculum_complete"), payloads
+
+    migrate.upgrade(fresh_url)
+    latest, complete, payloads = stored()
+    assert latest == {"val_cer": 0.1, "epoch": 9, "stage": 1} and complete is True
+    assert payloads == [{"from_stage": 0, "to_stage": 1, "reason": "threshold"}, {"scale": 2}]
+    migrate.downgrade(fresh_url, "0002")
+    latest, complete, payloads = stored()
+    assert latest == {"val_cer": 0.1, "epoch": 9, "stage": 2, "curriculum_complete": True} and complete is None
+    assert payloads == [{"from_stage": 1, "to_stage": 2, "reason": "threshold"}, {"scale": 2}]
+    engine.dispose()

@@ -15,7 +15,7 @@ from tests.server.test_worker_protocol import claim, register
 
 def report_checkpoint(client, run_id, lease, uri, data=b"x"):
     return client.post(f"{API}/runs/{run_id}/checkpoints", json={
-        "lease_token": lease, "uri": uri, "epoch": 1, "step": 2, "stage": 1,
+        "lease_token": lease, "uri": uri, "epoch": 1, "step": 2, "stage_index": 0,
         "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
 
 

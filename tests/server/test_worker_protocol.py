@@ -21,7 +21,8 @@ def claim(client, worker_id, wait_s=0.0):
 
 
 def epoch(client, run_id, lease, n, stage, acc, **extra):
-    body = {"lease_token": lease, "epoch": n, "stage": stage, "step": n * 2,
+    """Report epoch n, trained in `stage` (a position from 0, as on the wire)."""
+    body = {"lease_token": lease, "epoch": n, "stage_index": stage, "step": n * 2,
             "metrics": {"val_sequence_accuracy": acc, "val_cer": 1 - acc},
             "lr": {"schedule": 0.001, "stage_multiplier": 1.0, "effective": 0.001}, **extra}
     return client.post(f"{API}/runs/{run_id}/epochs", json=body)
@@ -34,9 +35,9 @@ def test_claim_gives_lease_and_directive_then_204_when_empty(client):
     answer = claim(client, wid)
     assert answer.status_code == 200
     body = answer.json()
-    assert body["run"]["id"] == run["id"] and body["attempt"] == 1
-    assert body["directive"]["action"] == "continue"
-    assert body["directive"]["stage"]["index"] == 1 and body["resume_checkpoint"] is None
+    assert body["run_id"] == run["id"] and body["attempt"] == 1
+    assert body["directive"]["action"] == "continue" and body["recipe"]["training"]["max_epochs"] == 6
+    assert body["directive"]["stage_index"] == 0 and body["resume_checkpoint"] is None
     assert client.get(f"{API}/runs/{run['id']}").json()["status"] == "running"
     assert claim(client, wid).status_code == 204
 
@@ -45,20 +46,21 @@ def test_claim_order_is_priority_then_age(client):
     wid = register(client)
     low = create_run(client, name="low")
     high = create_run(client, name="high", priority=5)
-    assert claim(client, wid).json()["run"]["id"] == high["id"]
-    assert claim(client, wid).json()["run"]["id"] == low["id"]
+    assert claim(client, wid).json()["run_id"] == high["id"]
+    assert claim(client, wid).json()["run_id"] == low["id"]
 
 
 def test_curriculum_advances_on_threshold_after_min_epochs_and_completes(client):
     wid = register(client)
     run = create_run(client)
     lease = claim(client, wid).json()["lease_token"]
-    first = epoch(client, run["id"], lease, 1, 1, 0.9).json()["directive"]
-    assert first["stage"]["index"] == 2 and first["action"] == "continue"  # min_epochs 1, threshold 0.5
-    again = epoch(client, run["id"], lease, 1, 1, 0.9)
+    first = epoch(client, run["id"], lease, 1, 0, 0.9).json()["directive"]
+    assert first["stage_index"] == 1 and first["action"] == "continue"  # min_epochs 1, threshold 0.5
+    again = epoch(client, run["id"], lease, 1, 0, 0.9)
     assert again.status_code == 200 and again.json()["epoch"] == 1  # idempotent
-    done = epoch(client, run["id"], lease, 2, 2, 0.95).json()["directive"]
+    done = epoch(client, run["id"], lease, 2, 1, 0.95).json()["directive"]
     assert done["action"] == "complete"
+    assert client.get(f"{API}/runs/{run['id']}").json()["curriculum_complete"] is True
     stages = client.get(f"{API}/runs/{run['id']}/stages").json()
     assert [(t["from_stage"], t["to_stage"], t["reason"]) for t in stages["transitions"]] == [
         (None, 1, "start"), (1, 2, "threshold"), (2, 2, "completed")]
@@ -66,7 +68,7 @@ def test_curriculum_advances_on_threshold_after_min_epochs_and_completes(client)
     epochs = client.get(f"{API}/runs/{run['id']}/epochs").json()["items"]
     assert [e["epoch"] for e in epochs] == [1, 2]
     fin = client.post(f"{API}/runs/{run['id']}/finish", json={"lease_token": lease, "status": "completed"})
-    assert fin.status_code == 200 and fin.json()["run"]["status"] == "completed"
+    assert fin.status_code == 200 and fin.json() == {"run_id": run["id"], "status": "completed"}
 
 
 def test_overrides_reach_the_worker_and_are_acknowledged_with_the_step(client):
@@ -76,7 +78,8 @@ def test_overrides_reach_the_worker_and_are_acknowledged_with_the_step(client):
     event_id = client.post(f"{API}/runs/{run['id']}/lr", json={"scale": 0.5}).json()["event_id"]
     beat = client.post(f"{API}/runs/{run['id']}/heartbeat", json={
         "lease_token": lease, "epoch": 0, "step": 3, "scalars": [{"step": 3, "loss": 2.5}]}).json()
-    assert beat["directive"]["lr"]["override_scale"] == 0.5 and beat["directive"]["event_ids"] == [event_id]
+    assert beat["directive"]["lr"] == {"scale": 0.5, "absolute": None, "auto_scale": 1.0}
+    assert beat["directive"]["event_ids"] == [event_id]
     client.post(f"{API}/runs/{run['id']}/heartbeat", json={
         "lease_token": lease, "epoch": 0, "step": 4, "applied": [{"id": event_id, "step": 4}]})
     event = [e for e in client.get(f"{API}/runs/{run['id']}/events").json()["items"] if e["id"] == event_id][0]
@@ -111,7 +114,7 @@ def test_stale_lease_is_fenced_with_409(client, app):
     new = claim(client, register(client, "w2")).json()
     assert new["attempt"] == 2
     for path, body in [("heartbeat", {"epoch": 0, "step": 1}), ("finish", {"status": "completed"}),
-                       ("epochs", {"epoch": 1, "stage": 1, "step": 2, "metrics": {}})]:
+                       ("epochs", {"epoch": 1, "stage_index": 0, "step": 2, "metrics": {}})]:
         answer = client.post(f"{API}/runs/{run['id']}/{path}", json={"lease_token": old, **body})
         assert answer.status_code == 409, path
         assert answer.json()["error"]["code"] == "stale_lease"
@@ -125,7 +128,7 @@ def test_checkpoint_retention_keeps_last_and_best(client):
     ids, deleted = [], []
     for n, cer in enumerate([0.5, 0.2, 0.4, 0.3], start=1):
         answer = client.post(f"{API}/runs/{run['id']}/checkpoints", json={
-            "lease_token": lease, "uri": f"file:///tmp/c{n}.pt", "epoch": n, "step": n * 2, "stage": 1,
+            "lease_token": lease, "uri": f"file:///tmp/c{n}.pt", "epoch": n, "step": n * 2, "stage_index": 0,
             "sha256": hashlib.sha256(str(n).encode()).hexdigest(), "size": 10, "metrics": {"val_cer": cer}})
         assert answer.status_code == 201
         ids.append(answer.json()["checkpoint_id"])
@@ -139,16 +142,16 @@ def test_resume_supersedes_reports_after_the_checkpoint(client, app):
     wid = register(client)
     run = create_run(client, recipe={**TINY_RECIPE, "training": {"max_epochs": 20}})
     lease = claim(client, wid).json()["lease_token"]
-    epoch(client, run["id"], lease, 1, 1, 0.1)
+    epoch(client, run["id"], lease, 1, 0, 0.1)
     client.post(f"{API}/runs/{run['id']}/checkpoints", json={
-        "lease_token": lease, "uri": "file:///tmp/x.pt", "epoch": 1, "step": 2, "stage": 1,
+        "lease_token": lease, "uri": "file:///tmp/x.pt", "epoch": 1, "step": 2, "stage_index": 0,
         "sha256": "0" * 64, "size": 1})
-    epoch(client, run["id"], lease, 2, 1, 0.2)
+    epoch(client, run["id"], lease, 2, 0, 0.2)
     _expire(app, run["id"])
     again = claim(client, wid).json()
-    assert again["resume_checkpoint"]["epoch"] == 1
+    assert again["resume_checkpoint"]["epoch"] == 1 and again["resume_checkpoint"]["stage_index"] == 0
     assert [e["epoch"] for e in client.get(f"{API}/runs/{run['id']}/epochs").json()["items"]] == [1]
-    epoch(client, run["id"], again["lease_token"], 2, 1, 0.25)
+    epoch(client, run["id"], again["lease_token"], 2, 0, 0.25)
     epochs = client.get(f"{API}/runs/{run['id']}/epochs").json()["items"]
     assert [(e["epoch"], e["attempt"]) for e in epochs] == [(1, 1), (2, 2)]
 
@@ -195,7 +198,7 @@ def test_nonfinite_alert_rolls_back_with_half_lr_then_fails(client):
     lease = claim(client, wid).json()["lease_token"]
     alert = {"lease_token": lease, "kind": "nonfinite", "detail": {"consecutive": 10, "step": 7}}
     first = client.post(f"{API}/runs/{run['id']}/alerts", json=alert).json()
-    assert first["action"] == "rollback" and first["directive"]["lr"]["override_scale"] == 0.5
+    assert first["action"] == "rollback" and first["directive"]["lr"]["auto_scale"] == 0.5
     client.post(f"{API}/runs/{run['id']}/finish", json={"lease_token": lease, "status": "queued"})
     lease = claim(client, wid).json()["lease_token"]
     second = client.post(f"{API}/runs/{run['id']}/alerts", json={**alert, "lease_token": lease}).json()
@@ -241,11 +244,12 @@ def test_recommendations_are_shown_and_opted_in_ones_applied_once(client):
     auto_lease = claim(client, wid).json()["lease_token"]
     advice_lease = claim(client, wid).json()["lease_token"]
     for n in range(1, 6):  # five flat epochs: a plateau
-        last_auto = epoch(client, auto["id"], auto_lease, n, 1, 0.3).json()["directive"]
-        last_advice = epoch(client, advice["id"], advice_lease, n, 1, 0.3).json()["directive"]
-    assert last_auto["stage"]["index"] == 2 and last_advice["stage"]["index"] == 1
+        last_auto = epoch(client, auto["id"], auto_lease, n, 0, 0.3).json()["directive"]
+        last_advice = epoch(client, advice["id"], advice_lease, n, 0, 0.3).json()["directive"]
+    assert last_auto["stage_index"] == 1 and last_advice["stage_index"] == 0
     shown = client.get(f"{API}/runs/{advice['id']}/stages").json()["recommendations"]
     assert [r["kind"] for r in shown] == ["plateau"] and shown[0]["evidence"]["spread"] == 0
+    assert shown[0]["evidence"]["stage"] == 1  # the API counts stages from 1
     moves = client.get(f"{API}/runs/{auto['id']}/stages").json()["transitions"]
     assert moves[-1]["from_stage"] == 1 and moves[-1]["to_stage"] == 2 and moves[-1]["actor"] == "curriculum"
     kinds = [e["kind"] for e in client.get(f"{API}/runs/{auto['id']}/events").json()["items"]]

@@ -12,10 +12,11 @@ from tests.e2e.conftest import get
 from tests.live import live_server
 from worker import agent as agent_module
 from worker.agent import Agent, HttpController
+from core.protocol import Directive
 from worker.client import LeaseLost, SalaClient
-from worker.controller import Directive
 
 RECIPE = {"training": {"max_rollbacks": 1, "nonfinite_patience": 2}}
+CONTINUE = Directive(action="continue", stage_index=0)
 
 
 class DivergingTrainer:
@@ -35,18 +36,15 @@ def test_nonfinite_alerts_roll_back_once_then_fail(tmp_path, monkeypatch):
     monkeypatch.setattr(worker.trainer, "Trainer", DivergingTrainer)
     with live_server(tmp_path) as server:
         rid = httpx.post(f"{server.api}/runs", json={"name": "nan", "recipe": RECIPE}).json()["id"]
-        worker = Agent(server.url, None, "t", claim_wait_s=0.5)
+        worker = Agent(server.url, None, "t", claim_wait_s=1)
         info = worker.client.call("POST", "/workers", {"name": "t"})
         worker.worker_id, worker.heartbeat_s, worker.artifacts_url = info["worker_id"], 5.0, info["artifacts_url"]
-        outcomes = []
-        for _ in range(2):
-            claim = worker.client.call("POST", f"/workers/{worker.worker_id}/claim", {"wait_s": 1})
-            outcomes.append(worker.train(claim))
+        outcomes = [worker.train(worker.claim()) for _ in range(2)]
         run = get(server.api, f"/runs/{rid}")
         kinds = [e["kind"] for e in get(server.api, f"/runs/{rid}/events")["items"]]
     assert outcomes == ["queued", "failed"]
     assert run["status"] == "failed" and "non-finite" in run["error"]
-    assert run["lr"]["override"] == {"scale": 0.5} and run["attempt"] == 2
+    assert run["lr"]["override"] is None and run["lr"]["auto_scale"] == 0.5 and run["attempt"] == 2
     assert kinds.count("rollback") == 1 and "rollback_exhausted" in kinds
 
 
@@ -56,7 +54,7 @@ def test_lost_lease_raises_on_next_poll(tmp_path):
         httpx.post(f"{server.api}/runs", json={"name": "x"})
         wid = client.call("POST", "/workers", {"name": "w"})["worker_id"]
         claim = client.call("POST", f"/workers/{wid}/claim", {})
-        controller = HttpController(client, claim["run"]["id"], "f" * 32, Directive(), 60.0, threading.Event())
+        controller = HttpController(client, claim["run_id"], "f" * 32, CONTINUE, 60.0, threading.Event())
         with pytest.raises(LeaseLost):
             controller.beat()
         with pytest.raises(LeaseLost):
@@ -71,7 +69,7 @@ def test_undelivered_scalars_and_acks_are_kept_for_the_next_beat(tmp_path):
         wid = client.call("POST", "/workers", {"name": "w"})["worker_id"]
         claim = client.call("POST", f"/workers/{wid}/claim", {})
         event_id = httpx.post(f"{server.api}/runs/{rid}/lr", json={"scale": 0.5}).json()["event_id"]
-        controller = HttpController(client, rid, claim["lease_token"], Directive(), 60.0, threading.Event())
+        controller = HttpController(client, rid, claim["lease_token"], CONTINUE, 60.0, threading.Event())
         controller.log_step(1, {"loss": 2.0})
         controller.acknowledge((event_id,), 1)
         broken = SalaClient("http://127.0.0.1:9", give_up_after=0.1)

@@ -20,9 +20,7 @@ from worker.checkpoints import (
     CheckpointManager,
     capture_rng,
     load_checkpoint,
-    lower_is_better,
     restore_rng,
-    select_for_deletion,
 )
 from worker.precision import GradientAccumulator, PrecisionManager
 from worker.schedulers import build_scheduler
@@ -101,23 +99,6 @@ def test_truncated_file_is_refused_with_or_without_a_recorded_hash(tmp_path: Pat
         load_checkpoint(info.uri, info.sha256)
     with pytest.raises(CheckpointCorrupt, match="cannot decode"):
         load_checkpoint(info.uri)
-
-
-def info(step: int, **metrics: float) -> CheckpointInfo:
-    return CheckpointInfo(uri=f"memory://r/{step}.pt", sha256="0" * 64, size=1, epoch=step, step=step, metrics=metrics)
-
-
-def test_retention_keeps_last_n_and_best_k() -> None:
-    history = [info(1, val_cer=0.5), info(2, val_cer=0.2), info(3, val_cer=0.3), info(4, val_cer=0.1),
-               info(5, val_cer=0.4), info(6), info(7, val_cer=0.6)]
-    doomed = select_for_deletion(list(reversed(history)), keep_last=2, keep_best=2, metric="val_cer")
-    assert [c.step for c in doomed] == [1, 3, 5]  # keeps 6, 7 (last) and 4, 2 (lowest cer)
-    by_accuracy = select_for_deletion(
-        [info(1, val_acc=0.9), info(2, val_acc=0.5), info(3, val_acc=0.7)], keep_last=1, keep_best=1, metric="val_acc",
-    )
-    assert [c.step for c in by_accuracy] == [2]
-    assert select_for_deletion(history, keep_last=0, keep_best=0, metric=None) == history
-    assert lower_is_better("val_perplexity") and lower_is_better("train_loss") and not lower_is_better("val_seq_accuracy")
 
 
 def test_apply_retention_deletes_files(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from server.cli import app
-from worker.recipe import Recipe, dump_commented_yaml, load_recipe
+from sala.cli import app
+from core.recipe import Recipe, dump_commented_yaml, load_recipe
 
 EXAMPLE = Path(__file__).parents[1] / "fixtures" / "recipe.example.yaml"
 runner = CliRunner()

@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 
+from core.lr import LrOverride
 from worker.schedulers import LRController, build_scheduler
 
 BASE = 1e-3
@@ -121,23 +122,34 @@ def test_plateau_mode_follows_metric_direction() -> None:
     assert lr.step_epoch(3, 0.1) == pytest.approx(BASE / 10)
 
 
-def test_override_semantics() -> None:
+def test_override_semantics_are_core_lr() -> None:
     lr = build_scheduler("constant", make_optimizer(), steps_per_epoch=SPE, max_epochs=5)
     lr.set_stage_multiplier(0.5)
-    lr.set_override_scale(3.0)
+    lr.steer(scale=3.0)
     assert lr.effective == pytest.approx(BASE * 1.5)
-    lr.set_absolute(0.02)
+    assert lr.optimizer.param_groups[0]["lr"] == pytest.approx(BASE * 1.5)
+    lr.set_override(LrOverride(scale=3.0, auto_scale=0.5))  # a directive after a rollback
+    assert lr.effective == pytest.approx(BASE * 0.75)
+    lr.steer(lr=0.02)
     assert lr.step_update() == 0.02
     assert lr.parts() == {
-        "schedule": pytest.approx(BASE), "stage_multiplier": 0.5, "override_scale": 3.0,
-        "override_absolute": 0.02, "effective": 0.02,
+        "schedule": pytest.approx(BASE), "stage_multiplier": 0.5, "override_scale": 1.0,
+        "override_absolute": 0.02, "auto_scale": 0.5, "effective": 0.02,
     }
-    lr.clear_override()
-    assert lr.effective == pytest.approx(BASE * 0.5)
+    lr.steer(clear=True)
+    assert lr.effective == pytest.approx(BASE * 0.5 * 0.5)  # the automatic scale stays
     with pytest.raises(ValueError):
-        lr.set_override_scale(0)
+        lr.steer(scale=0)
     with pytest.raises(ValueError):
         lr.step_update(0)
+
+
+def test_checkpoints_of_the_two_number_override_still_load() -> None:
+    lr = build_scheduler("constant", make_optimizer(), steps_per_epoch=SPE, max_epochs=5)
+    state = lr.state_dict()
+    del state["override"]
+    lr.load_state_dict({**state, "override_scale": 0.25, "override_absolute": None})
+    assert lr.override == LrOverride(scale=0.25) and lr.effective == pytest.approx(BASE * 0.25)
 
 
 def test_param_groups_keep_their_ratio_and_base_survives_rebuild() -> None:
@@ -168,7 +180,7 @@ def test_state_dict_round_trip_continues_identically(name: str) -> None:
             if epoch == 2:
                 values.append(controller.change_stage(0.6))
             if epoch == 5:
-                values.append(controller.set_override_scale(0.5))
+                values.append(controller.steer(scale=0.5))
         return values
 
     reference = drive(build_scheduler(name, make_optimizer(), **kwargs), range(8))

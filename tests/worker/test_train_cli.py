@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tests.worker.tiny import TINY
 from worker.data import Renderer
-from worker.recipe import apply_patch
+from core.recipe import apply_patch
 from worker.train_cli import app
 
 runner = CliRunner()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.lr import LrOverride
 from tests.worker.tiny import ScriptedController, tiny_recipe
 from worker.checkpoints import load_checkpoint
 from worker.data import DataSources
@@ -48,9 +49,9 @@ def test_a_tiny_recipe_learns(tmp_path: Path, sources: DataSources) -> None:
 
 def test_directives_apply_at_the_next_step_and_are_acknowledged_with_that_step(tmp_path, sources) -> None:
     controller = ScriptedController(at_step={
-        3: {"stage": 1, "lr_override_scale": 0.5, "event_ids": (11, 12)},
-        5: {"lr_override_lr": 0.002, "event_ids": (11, 12, 13)},
-        7: {"lr_override_scale": 1.0, "lr_override_lr": None, "event_ids": (14,)},
+        3: {"stage_index": 1, "lr": LrOverride(scale=0.5), "event_ids": (11, 12)},
+        5: {"lr": LrOverride(absolute=0.002), "event_ids": (11, 12, 13)},
+        7: {"lr": LrOverride(auto_scale=0.5), "event_ids": (14,)},
         9: {"action": "pause", "event_ids": (15,)},
     })
     trainer = make(tmp_path, sources, controller)
@@ -63,12 +64,13 @@ def test_directives_apply_at_the_next_step_and_are_acknowledged_with_that_step(t
     # step 4 runs at schedule(3 updates) x stage multiplier 0.5 x override 0.5
     schedule_4 = steps[4][0]["lr_schedule"]
     assert steps[4][0]["lr"] == pytest.approx(schedule_4 * 0.5 * 0.5)
-    assert steps[6][0]["lr"] == pytest.approx(0.002) and steps[8][0]["lr"] == pytest.approx(steps[8][0]["lr_schedule"] * 0.5)
+    assert steps[6][0]["lr"] == pytest.approx(0.002)
+    assert steps[8][0]["lr"] == pytest.approx(steps[8][0]["lr_schedule"] * 0.5 * 0.5)  # stage x automatic scale
     assert controller.acks == [((11, 12), 3), ((13,), 5), ((14,), 7), ((15,), 9)]
-    assert lr.override_absolute is None and lr.override_scale == 1.0
+    assert lr.override == LrOverride(auto_scale=0.5)
     # the pause saved a checkpoint at step 9, mid-epoch 1, with the stage it trained
     saved = controller.checkpoints[-1]
-    assert (saved.step, saved.epoch, saved.stage) == (9, 1, 1)
+    assert (saved.step, saved.epoch, saved.stage_index) == (9, 1, 1)
     state = load_checkpoint(saved.uri, saved.sha256)
     assert state["position"] == {"epoch": 1, "micro": 3, "step": 9, "stage": 1}
 
@@ -91,14 +93,14 @@ def test_two_plus_two_epochs_equal_four(tmp_path, sources) -> None:
 
     The run moves to stage 2 after epoch 1 (new content, replay, lr multiplier) and accumulates 2 micro-batches."""
     patch = {"training": {"accumulation_steps": 2}}
-    straight = make(tmp_path / "a", sources, ScriptedController(at_epoch={1: {"stage": 1}}), **patch)
+    straight = make(tmp_path / "a", sources, ScriptedController(at_epoch={1: {"stage_index": 1}}), **patch)
     assert straight.run() == "completed"
 
-    first = ScriptedController(at_epoch={1: {"stage": 1}, 2: {"action": "stop"}})
+    first = ScriptedController(at_epoch={1: {"stage_index": 1}, 2: {"action": "stop"}})
     assert make(tmp_path / "b", sources, first, **patch).run() == "stopped"
-    second = ScriptedController(at_step={15: {"action": "pause"}}, stage=1)
+    second = ScriptedController(at_step={15: {"action": "pause"}}, stage_index=1)
     assert make(tmp_path / "b", sources, second, **patch).run(resume=first.checkpoints[-1]) == "paused"
-    third = ScriptedController(stage=1)
+    third = ScriptedController(stage_index=1)
     resumed = make(tmp_path / "b", sources, third, **patch)
     last = second.checkpoints[-1]
     assert resumed.run(resume={"uri": last.uri, "sha256": last.sha256}) == "completed"
@@ -110,7 +112,7 @@ def test_two_plus_two_epochs_equal_four(tmp_path, sources) -> None:
 
 
 def test_nonfinite_losses_are_skipped_counted_and_alerted(tmp_path, sources) -> None:
-    controller = ScriptedController(at_step={2: {"lr_override_lr": 1e6}})
+    controller = ScriptedController(at_step={2: {"lr": LrOverride(absolute=1e6)}})
     trainer = make(tmp_path, sources, controller, training={"nonfinite_patience": 3, "grad_clip_norm": None,
                                                           "max_epochs": 2})
     assert trainer.run() == "completed"

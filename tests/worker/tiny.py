@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
-from worker.controller import Directive, EpochSummary, SavedCheckpoint
-from worker.recipe import Recipe, apply_patch, load_recipe
+from core.protocol import CheckpointReport, Directive, EpochReport
+from core.recipe import Recipe, apply_patch, load_recipe
 
 TINY: dict[str, Any] = {
     "seed": 7,
@@ -36,19 +35,19 @@ class ScriptedController:
 
     def __init__(self, at_step: dict[int, dict[str, Any]] | None = None,
                  at_epoch: dict[int, dict[str, Any]] | None = None, **directive: Any) -> None:
-        self.directive = Directive(**directive)
+        self.directive = Directive(**{"action": "continue", "stage_index": 0, **directive})
         self.at_step, self.at_epoch = dict(at_step or {}), dict(at_epoch or {})
         self.trainer: Any = None
         self.steps: list[tuple[int, dict[str, float], dict[str, Any]]] = []
         self.acks: list[tuple[tuple[int, ...], int]] = []
-        self.epochs: list[EpochSummary] = []
-        self.checkpoints: list[SavedCheckpoint] = []
+        self.epochs: list[EpochReport] = []
+        self.checkpoints: list[CheckpointReport] = []
         self.alerts: list[tuple[str, dict[str, Any]]] = []
         self.delete: list[str] = []
 
     def poll(self, step: int, epoch: int) -> Directive:
         if step in self.at_step:
-            self.directive = replace(self.directive, **self.at_step.pop(step))
+            self.directive = self.directive.model_copy(update=self.at_step.pop(step))
         return self.directive
 
     def log_step(self, step: int, scalars: dict[str, float]) -> None:
@@ -61,13 +60,13 @@ class ScriptedController:
     def acknowledge(self, event_ids: tuple[int, ...], step: int) -> None:
         self.acks.append((event_ids, step))
 
-    def report_epoch(self, summary: EpochSummary) -> Directive:
+    def report_epoch(self, summary: EpochReport) -> Directive:
         self.epochs.append(summary)
         if summary.epoch in self.at_epoch:
-            self.directive = replace(self.directive, **self.at_epoch.pop(summary.epoch))
+            self.directive = self.directive.model_copy(update=self.at_epoch.pop(summary.epoch))
         return self.directive
 
-    def report_checkpoint(self, saved: SavedCheckpoint) -> list[str]:
+    def report_checkpoint(self, saved: CheckpointReport) -> list[str]:
         self.checkpoints.append(saved)
         doomed, self.delete = self.delete, []
         return doomed

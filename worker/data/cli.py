@@ -48,7 +48,7 @@ def preview(
     from PIL import Image
 
     from worker.data.dataset import DataSources, build_train_dataset, build_val_dataset
-    from worker.recipe import Recipe
+    from core.recipe import Recipe
 
     content = _content(stage)
     p = DEFAULT_AUGMENTATION[content] if augmentation is None else augmentation
@@ -94,7 +94,7 @@ def fonts(
 ) -> None:
     """List the training and validation fonts a recipe resolves to on this machine."""
     from worker.data.fonts import plan
-    from worker.recipe import Recipe, RecipeError, load_recipe
+    from core.recipe import Recipe, RecipeError, load_recipe
     from worker.khmer import CHARACTERS
 
     try:

@@ -11,7 +11,7 @@ hash of the alphabet that checkpoints can record and compare.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 BLANK = 0
 
@@ -61,13 +61,3 @@ def encode(text: str) -> list[int]:
 def decode(indices: Iterable[int]) -> str:
     """Text of label indices; blanks are dropped (no CTC collapsing here)."""
     return "".join(INDEX_TO_CHAR[i] for i in indices if i != BLANK)
-
-
-def ctc_collapse(indices: Sequence[int]) -> list[int]:
-    """Greedy-CTC collapse: merge repeats, then drop blanks."""
-    out, prev = [], None
-    for i in indices:
-        if i != prev and i != BLANK:
-            out.append(i)
-        prev = i
-    return out

@@ -57,12 +57,3 @@ def segment(text: str) -> list[str]:
                 break
         clusters.append(text[start:i])
     return clusters
-
-
-def cluster_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) code point offsets of each cluster."""
-    spans, pos = [], 0
-    for c in segment(text):
-        spans.append((pos, pos + len(c)))
-        pos += len(c)
-    return spans

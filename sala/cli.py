@@ -86,12 +86,10 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list() -> None:
     """List tokens (never their secrets)."""
-    from sqlalchemy import select
-
-    from server.models import ApiToken
+    from server import auth
 
     with _session() as db:
-        for t in db.scalars(select(ApiToken).order_by(ApiToken.id)):
+        for t in auth.list_tokens(db):
             state = "revoked" if t.revoked_at else "active"
             typer.echo(f"{t.id}\t{t.role}\t{t.name}\t{t.prefix}…\t{state}")
 
@@ -184,11 +182,11 @@ def _serve(settings) -> None:
 
 
 def _session():
+    """A command's own session on a migrated database: commands run apart from any server."""
+    from server import migrate
     from server.db import make_engine, make_sessionmaker
 
     settings = _settings()
-    from server import migrate
-
     migrate.upgrade(settings.database_url)
     return make_sessionmaker(make_engine(settings.database_url))()
 

@@ -1,7 +1,7 @@
 """The curriculum policy: epoch history in, stage decision out.
 
-Pure on purpose (no database, HTTP or torch) so every rule is testable with a hand-made history
-and the server can replay a run's decisions from its stored epochs.
+Pure on purpose (no database, HTTP or torch) so every rule is testable with a hand-made history,
+and the server and `LocalController` both call `judge` after each epoch and only store what it says.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from worker.recipe import RecommendationKind, lower_is_better
+from core.metrics import lower_is_better
+from core.recipe import Recipe, RecommendationKind
 
 Trigger = Literal["threshold", "max_epochs", "patience"]
 Reason = Literal["threshold", "max_epochs", "patience", "completed"]
@@ -18,7 +19,7 @@ DEFAULT_METRIC = "val_sequence_accuracy"
 
 
 class Stage(Protocol):
-    """What the policy reads from a stage; `worker.recipe.StageSpec` satisfies it."""
+    """What the policy reads from a stage; `core.recipe.StageSpec` satisfies it."""
 
     name: str
     success_threshold: float
@@ -304,3 +305,44 @@ def auto_actions(recommendations: Sequence[Recommendation], enabled: Collection[
             value = min(prior.value, value)
         merged[action.kind] = Action(action.kind, value, sources)
     return list(merged.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# One epoch, judged: what the server and LocalController do after every report.
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reported epoch does to a run.
+
+    `decision` is None when the epoch trained another stage than the run is in now: a move the
+    trainer has not applied yet is not judged on the stage it left. `actions` are the
+    recommendations the recipe lets the policy act on: each kind once per stage, only when the
+    decision leaves the run where it is, and no advance in a held or in the last stage.
+    """
+
+    decision: Decision | None
+    recommendations: list[Recommendation]
+    actions: list[Action]
+
+
+def judge(recipe: Recipe, *, stage: int, held: bool, trained: int, history: Sequence[Epoch],
+          acted: Collection[tuple[str, int]] = ()) -> Outcome:
+    """`stage` is where the run is, `trained` where the reported epoch trained, `history` the run's
+    epochs including this one, `acted` the (recommendation kind, stage) pairs already acted on."""
+    if trained != stage:
+        return Outcome(None, [], [])
+    stages, metric = recipe.curriculum.stages, recipe.curriculum.metric
+    decision = decide(stages, stage, history, held=held, metric=metric)
+    recommendations = recommend(stages, stage, history, metric=metric)
+    if decision.reason is not None:
+        return Outcome(decision, recommendations, [])
+    fresh = [r for r in recommendations if (r.kind, stage) not in acted]
+    actions = [a for a in auto_actions(fresh, recipe.auto_apply)
+               if a.kind != "advance" or (not held and stage + 1 < len(stages))]
+    return Outcome(decision, recommendations, actions)
+
+
+def finished(max_epochs: int, epoch: int, passed_last_stage: bool) -> bool:
+    """A run is done when its last stage passed or it trained `training.max_epochs` epochs."""
+    return passed_last_stage or epoch >= max_epochs

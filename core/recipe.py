@@ -1,7 +1,7 @@
 """The training recipe: the one contract the server and the worker both validate.
 
-Every field has a default, so `Recipe()` is the default Khmer recipe. This module must not
-import torch: the server validates recipes without it.
+Every field has a default, so `Recipe()` is the default Khmer recipe. Like all of `core`, it
+does not import torch: the server validates recipes without it.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-# Metrics a recipe may name: the worker reports these every epoch. Lower is better for the
-# ones ending in `cer`, `loss` or `perplexity` (see `lower_is_better`).
+# Metrics a recipe may name: the worker reports these every epoch (which way each improves:
+# `core.metrics.lower_is_better`).
 METRICS: tuple[str, ...] = (
     "val_sequence_accuracy",
     "val_character_accuracy",
@@ -66,11 +66,6 @@ TaskType = Literal[
     "language_modeling",
 ]
 RecommendationKind = Literal["plateau", "overfitting", "threshold_unreachable", "nonfinite_steps"]
-
-
-def lower_is_better(metric: str) -> bool:
-    """Error rates and losses shrink as training works; everything else grows."""
-    return metric.endswith(("cer", "loss", "perplexity"))
 
 
 def _known_metric(name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import event
 
 from server.db import make_engine
 from server.models import Base
@@ -42,9 +43,17 @@ def run_migrations_online() -> None:
         _run(connection)
         return
     engine = make_engine(_url())
+    if engine.dialect.name == "sqlite":
+        # A batch migration rebuilds a table (copy, drop, rename); with foreign keys enforced the
+        # drop would cascade into every table that references it (runs → events, epochs, ...).
+        event.listen(engine, "connect", _sqlite_foreign_keys_off)
     with engine.connect() as conn:
         _run(conn)
     engine.dispose()
+
+
+def _sqlite_foreign_keys_off(dbapi_conn, _record) -> None:
+    dbapi_conn.execute("PRAGMA foreign_keys=OFF")
 
 
 def _run(connection) -> None:

@@ -12,8 +12,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from worker.recipe import (
-    METRICS,
+from core.recipe import (
     Recipe,
     RecipeError,
     RecipeParseError,
@@ -23,7 +22,6 @@ from worker.recipe import (
     error_path,
     format_errors,
     load_recipe,
-    lower_is_better,
 )
 
 EXAMPLE = Path(__file__).parents[1] / "fixtures" / "recipe.example.yaml"
@@ -58,7 +56,7 @@ def test_default_recipe_matches_the_design_table():
 
 
 def test_recipe_module_does_not_import_torch():
-    code = "import sys, worker.recipe; sys.exit('torch' in sys.modules)"
+    code = "import sys, core.recipe; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0
 
 
@@ -142,12 +140,6 @@ def test_error_path_formats_indices():
     assert error_path(("curriculum", "stages", 2, "name")) == "curriculum.stages[2].name"
     assert error_path(("tasks",), "[1].type") == "tasks[1].type"
     assert error_path(("data",), "synthetic") == "data.synthetic"
-
-
-def test_lower_is_better_metrics():
-    assert [m for m in METRICS if lower_is_better(m)] == [
-        "val_cer", "val_loss", "val_perplexity", "train_cer", "train_loss",
-    ]
 
 
 def test_commented_yaml_round_trips_the_default():

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from server.curriculum import (
+from core.curriculum import (
     Action,
     EpochRecord,
+    Outcome,
     Recommendation,
     auto_actions,
     decide,
+    finished,
+    judge,
     recommend,
 )
-from worker.recipe import Recipe, StageSpec
+from core.recipe import Recipe, StageSpec
 
 ACC = "val_sequence_accuracy"
 
@@ -234,3 +237,47 @@ def test_recipe_auto_apply_list_feeds_auto_actions():
     assert auto_actions([rec("nonfinite_steps"), rec("plateau")], recipe.auto_apply) == [
         Action("lr_scale", 0.5, ("nonfinite_steps",))
     ]
+
+
+# -- judge: what the server and LocalController do after each epoch ------------------------------
+
+
+def recipe_with(auto_apply=(), **stage) -> Recipe:
+    stages = [dict(name=n, content=c, success_threshold=0.99, min_epochs=1, max_epochs=20, patience=20, **stage)
+              for n, c in (("first", "characters"), ("second", "combinations"))]
+    return Recipe.model_validate({"curriculum": {"stages": stages}, "auto_apply": list(auto_apply)})
+
+
+FLAT = history([0.3] * 5)  # a plateau in stage 0
+
+
+def test_judge_skips_an_epoch_of_another_stage():
+    outcome = judge(recipe_with(["plateau"]), stage=1, held=False, trained=0, history=FLAT)
+    assert outcome == Outcome(None, [], [])
+
+
+def test_judge_acts_on_opted_in_advice_once_per_stage():
+    recipe = recipe_with(["plateau"])
+    outcome = judge(recipe, stage=0, held=False, trained=0, history=FLAT)
+    assert outcome.decision.reason is None and [r.kind for r in outcome.recommendations] == ["plateau"]
+    assert outcome.actions == [Action("advance", None, ("plateau",))]
+    assert judge(recipe, stage=0, held=False, trained=0, history=FLAT, acted={("plateau", 0)}).actions == []
+    assert judge(recipe_with(), stage=0, held=False, trained=0, history=FLAT).actions == []
+
+
+def test_judge_never_auto_advances_a_held_or_the_last_stage():
+    recipe = recipe_with(["plateau"])
+    assert judge(recipe, stage=0, held=True, trained=0, history=FLAT).actions == []
+    last = history([0.3] * 5, stage=1)
+    assert judge(recipe, stage=1, held=False, trained=1, history=last).actions == []
+
+
+def test_judge_does_not_act_when_the_policy_moved_the_run():
+    passed = history([0.995] * 5)  # flat (a plateau) and past the threshold
+    outcome = judge(recipe_with(["plateau"]), stage=0, held=False, trained=0, history=passed)
+    assert outcome.decision.moved and [r.kind for r in outcome.recommendations] == ["plateau"]
+    assert outcome.actions == []
+
+
+def test_finished_by_the_last_stage_or_max_epochs():
+    assert finished(10, 3, True) and finished(10, 10, False) and not finished(10, 9, False)

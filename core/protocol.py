@@ -1,0 +1,192 @@
+"""The worker protocol as types: the messages a worker sends and the answers the server gives.
+
+The server's routes take these as bodies and declare the answers as `response_model`; the worker
+builds the messages and parses the answers, so both read one definition. Messages refuse unknown
+keys and bound every string and list; answers ignore keys they do not know, so a newer server
+can add some. Stages on this wire are positions in `recipe.curriculum.stages`, counted from 0
+and named `stage_index`, as the recipe, the database and the trainer count them; only the API
+people use numbers them from 1 (server/views.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from core.lr import LrOverride
+from core.recipe import Recipe
+
+MAX_ID = 2**31 - 1  # ids are 32-bit INTEGER columns on PostgreSQL
+DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
+Epoch = Annotated[int, Field(ge=0, le=MAX_ID)]
+Step = Annotated[int, Field(ge=0, le=2**62)]
+StageIndex = Annotated[int, Field(ge=0, le=999, description="position in recipe.curriculum.stages, from 0")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+LeaseToken = Annotated[str, StringConstraints(min_length=8, max_length=64)]
+MetricMap = dict[Annotated[str, StringConstraints(max_length=100)], float | int | bool | str | None]
+Action = Literal["continue", "pause", "stop", "complete"]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# ---- worker → server ----------------------------------------------------------------------------
+
+
+class WorkerHello(Message):
+    name: Name
+    host: Annotated[str, StringConstraints(max_length=200)] = ""
+    devices: list[dict[str, Any] | str] = Field(default_factory=list, max_length=64)
+    version: Annotated[str, StringConstraints(max_length=50)] = ""
+
+
+class ClaimRequest(Message):
+    wait_s: float = Field(0, ge=0, le=60, description="Long-poll up to this many seconds.")
+
+
+class AppliedEvent(Message):
+    id: DbId
+    step: Step
+    age_s: float = Field(0.0, ge=0, le=86_400, description="Seconds between applying it and sending this.")
+
+
+class Heartbeat(Message):
+    lease_token: LeaseToken
+    epoch: Epoch
+    step: Step
+    lr_schedule: float | None = Field(None, ge=0)
+    scalars: list[dict[str, float | int | None]] = Field(default_factory=list, max_length=2000)
+    applied: list[AppliedEvent] = Field(default_factory=list, max_length=1000)
+
+    @field_validator("scalars")
+    @classmethod
+    def _every_point_has_a_step(cls, points: list[dict[str, float | int | None]]) -> list[dict]:
+        for i, point in enumerate(points):
+            step = point.get("step")
+            if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= 2**62:
+                raise ValueError(f"scalars[{i}] needs an integer 'step' ≥ 0")
+        return points
+
+
+class EpochReport(Message):
+    """One finished epoch: what the trainer tells any controller, and the body of the HTTP report."""
+
+    epoch: Annotated[int, Field(ge=1, le=MAX_ID)]
+    stage_index: StageIndex = Field(description="the stage the epoch trained in")
+    step: Step
+    metrics: MetricMap
+    lr: dict[Annotated[str, StringConstraints(max_length=100)], float | None] = Field(default_factory=dict)
+    duration_s: float | None = Field(None, ge=0)
+    samples_per_s: float | None = Field(None, ge=0)
+
+
+class EpochMessage(EpochReport):
+    lease_token: LeaseToken
+    applied: list[AppliedEvent] = Field(default_factory=list, max_length=1000)
+
+
+class CheckpointReport(Message):
+    """One saved checkpoint file, as the trainer reports it to any controller."""
+
+    uri: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    epoch: Epoch
+    step: Step
+    stage_index: StageIndex
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    size: Step
+    metrics: MetricMap = Field(default_factory=dict)
+
+
+class CheckpointMessage(CheckpointReport):
+    lease_token: LeaseToken
+
+
+class Finish(Message):
+    lease_token: LeaseToken
+    status: Literal["completed", "failed", "stopped", "paused", "queued"]
+    error: Annotated[str, StringConstraints(max_length=20_000)] | None = None
+
+
+class Alert(Message):
+    lease_token: LeaseToken
+    kind: Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z_]+$")]
+    detail: MetricMap = Field(default_factory=dict)
+
+
+# ---- server → worker ----------------------------------------------------------------------------
+
+
+class Directive(Answer):
+    """The whole desired state of a run, never a diff, so a lost answer is repaired by the next.
+    `event_ids` are the control events this state includes; the worker acknowledges each with the
+    optimizer step at which it applied it."""
+
+    action: Action
+    stage_index: StageIndex
+    stage_held: bool = False
+    lr: LrOverride = LrOverride()
+    checkpoint_now: bool = False
+    event_ids: tuple[int, ...] = ()
+
+
+class Registered(Answer):
+    worker_id: int
+    heartbeat_s: float
+    lease_s: float
+    artifacts_url: str
+
+
+class CheckpointRef(Answer):
+    """A kept checkpoint to resume from (`uri` and `sha256` are what the trainer loads and checks)."""
+
+    id: int
+    uri: str
+    sha256: str
+    epoch: int
+    step: int
+    stage_index: int
+
+
+class Claim(Answer):
+    run_id: int
+    run_name: str
+    attempt: int
+    lease_token: str
+    lease_expires_at: dt.datetime
+    recipe: Recipe
+    resume_checkpoint: CheckpointRef | None
+    directive: Directive
+
+
+class HeartbeatAnswer(Answer):
+    lease_expires_at: dt.datetime
+    directive: Directive
+
+
+class EpochAnswer(Answer):
+    epoch: int
+    directive: Directive
+
+
+class CheckpointAnswer(Answer):
+    checkpoint_id: int
+    delete: list[int] = Field(description="ids of the checkpoints retention drops")
+    delete_uris: list[str] = Field(description="their files, which the worker deletes")
+
+
+class FinishAnswer(Answer):
+    run_id: int
+    status: str
+
+
+class AlertAnswer(Answer):
+    action: Literal["continue", "rollback", "fail"]
+    reason: str | None = None
+    directive: Directive
