@@ -44,7 +44,7 @@ def preview(
     validation: Annotated[bool, typer.Option("--validation", help="draw the validation set: held-out fonts and "
                                              "text, never augmented")] = False,
 ) -> None:
-    """Write sample images with a labels.jsonl in the real-data format."""
+    """Write sample images with a labels.jsonl in the real-data format, and all of them on sheet.png."""
     from PIL import Image
 
     from worker.data.dataset import DataSources, build_train_dataset, build_val_dataset
@@ -58,14 +58,31 @@ def preview(
     dataset = (build_val_dataset(sources, content, seed=seed, samples=count) if validation else
                build_train_dataset(sources, content, epoch=0, seed=seed, length=count, augmentation=p))
     out.mkdir(parents=True, exist_ok=True)
+    images = []
     with (out / LABELS).open("w", encoding="utf-8") as labels:
         for i in track(range(count), description=f"rendering {content}", console=console):
             sample = dataset[i]
             name = f"{content}_{i:05d}.png"
             pixels = (255 - sample["image"][0].numpy() * 255).round().astype("uint8")  # dark ink on light, as scanned
-            Image.fromarray(pixels).save(out / name)
+            images.append(Image.fromarray(pixels))
+            images[-1].save(out / name)
             labels.write(json.dumps({"image": name, "text": sample["text"]}, ensure_ascii=False) + "\n")
-    console.print(f"wrote {count} {content} samples to {out}")
+    contact_sheet(images).save(out / "sheet.png")
+    console.print(f"wrote {count} {content} samples and sheet.png to {out}")
+
+
+def contact_sheet(images: list, width: int = 1024, gap: int = 4):
+    """All images on one grey page, in rows of equal cells, to look at a preview in one go."""
+    from PIL import Image
+
+    cell_w = max(i.width for i in images) + gap
+    cell_h = max(i.height for i in images) + gap
+    columns = max(1, min(len(images), width // cell_w))
+    rows = -(-len(images) // columns)
+    sheet = Image.new("L", (columns * cell_w + gap, rows * cell_h + gap), 128)
+    for n, image in enumerate(images):
+        sheet.paste(image, (gap + n % columns * cell_w, gap + n // columns * cell_h))
+    return sheet
 
 
 @app.command()

@@ -26,6 +26,9 @@ from worker.data.fonts import plan as font_plan
 from worker.data.render import Renderer
 from worker.data.text import CONTENTS, TextSource
 from worker.khmer import CONTENT_LEVELS, categorize, encode, level_of
+from worker.models.crnn import CRNN
+
+FRAME_PX = CRNN.downsample  # image columns per output frame
 
 log = logging.getLogger(__name__)
 Sample = dict[str, Any]
@@ -110,7 +113,8 @@ class CurriculumDataset(Dataset):
         r = self.renderer.render(text, rng)
         image, boundaries = r.image, r.boundaries
         if rng.random() < self.augmentation:
-            image, boundaries = augment(image, boundaries, rng, nprng)
+            image, boundaries = augment(image, boundaries, rng, nprng, min_width=ctc_width(text),
+                                        width_bucket=self.renderer.width_bucket)
         return make_sample(image, text, boundaries, "synthetic")
 
     def _real(self, row: RealRow, rng: random.Random, nprng: np.random.Generator) -> Sample | None:
@@ -120,8 +124,15 @@ class CurriculumDataset(Dataset):
             log.warning("skipping %s: %s", row.image, exc)
             return None
         if rng.random() < self.augmentation:
-            image, _ = augment(image, [], rng, nprng)
+            image, _ = augment(image, [], rng, nprng, crop=False, min_width=ctc_width(row.text),
+                               width_bucket=self.renderer.width_bucket)
         return make_sample(image, row.text, None, "real")
+
+
+def ctc_width(text: str) -> int:
+    """Pixels a line needs so CTC has a frame per label and one between repeated labels."""
+    labels = encode(text)
+    return FRAME_PX * (len(labels) + sum(a == b for a, b in zip(labels, labels[1:])))
 
 
 def make_sample(image, text: str, boundaries: list[float] | None, source: str) -> Sample:

@@ -29,3 +29,23 @@ def test_preview_writes_a_dataset_that_stats_reads_back(tmp_path):
 def test_preview_takes_content_names_and_refuses_unknown_stages(tmp_path):
     assert runner.invoke(app, ["preview", "--stage", "words", "--count", "2", "--out", str(tmp_path)]).exit_code == 0
     assert runner.invoke(app, ["preview", "--stage", "9", "--count", "2", "--out", str(tmp_path)]).exit_code != 0
+
+
+def test_preview_sheet_shows_every_sample_and_the_files_load_back_as_the_samples(tmp_path):
+    """The previews are dark-on-light files; the real-image loader reads each back as the tensor trained on."""
+    import numpy as np
+    from PIL import Image
+
+    from worker.data import DataSources, build_train_dataset
+    from worker.data.real import load_line_image
+
+    assert runner.invoke(app, ["preview", "--stage", "5", "--count", "8", "--out", str(tmp_path), "--seed", "3",
+                               "--height", "24", "--augmentation", "1"]).exit_code == 0
+    images = [Image.open(tmp_path / f"lines_{i:05d}.png") for i in range(8)]
+    sheet = np.asarray(Image.open(tmp_path / "sheet.png"))
+    assert sheet.size >= sum(i.width * i.height for i in images) and (sheet < 100).sum() > 0
+    dataset = build_train_dataset(DataSources.create(image_height=24), "lines", epoch=0, seed=3, length=8,
+                                  augmentation=1.0)
+    for i in range(8):
+        loaded = np.asarray(load_line_image(tmp_path / f"lines_{i:05d}.png", 24, 32), np.float32) / 255
+        assert np.abs(loaded - dataset[i]["image"][0].numpy()).mean() < 0.03
