@@ -194,12 +194,12 @@ def test_unparsable_or_non_mapping_text_is_a_parse_error(text):
 def test_apply_patch_deep_merges_without_mutating():
     base = Recipe().model_dump(mode="json")
     before = copy.deepcopy(base)
-    patch = {"optimizer": {"lr": 1e-4}, "scheduler": {"restart_epochs": None}, "data": {"folders": ["x"]}}
+    patch = {"optimizer": {"lr": 1e-4}, "scheduler": {"restart_epochs": 7}, "data": {"folders": ["x"]}}
     merged = apply_patch(base, patch)
     assert base == before
     r = load_recipe(merged)
     assert r.optimizer.lr == 1e-4 and r.optimizer.name == "adamw"
-    assert r.scheduler.restart_epochs is None and r.scheduler.warmup_epochs == 5
+    assert r.scheduler.restart_epochs == 7 and r.scheduler.warmup_epochs == Recipe().scheduler.warmup_epochs
     assert r.data.folders == ["x"] and r.data.synthetic is not None
 
 
