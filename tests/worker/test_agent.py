@@ -12,8 +12,8 @@ from tests.e2e.conftest import get
 from tests.live import live_server
 from worker import agent as agent_module
 from worker.agent import Agent, HttpController
-from core.protocol import Directive
-from worker.client import LeaseLost, SalaClient
+from client import LeaseLost, SalaClient
+from core.protocol import Directive, WorkerHello
 
 RECIPE = {"training": {"max_rollbacks": 1, "nonfinite_patience": 2}}
 CONTINUE = Directive(action="continue", stage_index=0)
@@ -37,8 +37,8 @@ def test_nonfinite_alerts_roll_back_once_then_fail(tmp_path, monkeypatch):
     with live_server(tmp_path) as server:
         rid = httpx.post(f"{server.api}/runs", json={"name": "nan", "recipe": RECIPE}).json()["id"]
         worker = Agent(server.url, None, "t", claim_wait_s=1)
-        info = worker.client.call("POST", "/workers", {"name": "t"})
-        worker.worker_id, worker.heartbeat_s, worker.artifacts_url = info["worker_id"], 5.0, info["artifacts_url"]
+        info = worker.client.register(WorkerHello(name="t"))
+        worker.worker_id, worker.heartbeat_s, worker.artifacts_url = info.worker_id, 5.0, info.artifacts_url
         outcomes = [worker.train(worker.claim()) for _ in range(2)]
         run = get(server.api, f"/runs/{rid}")
         kinds = [e["kind"] for e in get(server.api, f"/runs/{rid}/events")["items"]]
@@ -51,10 +51,9 @@ def test_nonfinite_alerts_roll_back_once_then_fail(tmp_path, monkeypatch):
 def test_lost_lease_raises_on_next_poll(tmp_path):
     with live_server(tmp_path) as server:
         client = SalaClient(server.url)
-        httpx.post(f"{server.api}/runs", json={"name": "x"})
-        wid = client.call("POST", "/workers", {"name": "w"})["worker_id"]
-        claim = client.call("POST", f"/workers/{wid}/claim", {})
-        controller = HttpController(client, claim["run_id"], "f" * 32, CONTINUE, 60.0, threading.Event())
+        client.create_run(name="x")
+        claim = client.claim(client.register(WorkerHello(name="w")).worker_id)
+        controller = HttpController(client, claim.run_id, "f" * 32, CONTINUE, 60.0, threading.Event())
         with pytest.raises(LeaseLost):
             controller.beat()
         with pytest.raises(LeaseLost):
@@ -65,14 +64,13 @@ def test_lost_lease_raises_on_next_poll(tmp_path):
 def test_undelivered_scalars_and_acks_are_kept_for_the_next_beat(tmp_path):
     with live_server(tmp_path) as server:
         client = SalaClient(server.url)
-        rid = httpx.post(f"{server.api}/runs", json={"name": "x"}).json()["id"]
-        wid = client.call("POST", "/workers", {"name": "w"})["worker_id"]
-        claim = client.call("POST", f"/workers/{wid}/claim", {})
-        event_id = httpx.post(f"{server.api}/runs/{rid}/lr", json={"scale": 0.5}).json()["event_id"]
-        controller = HttpController(client, rid, claim["lease_token"], CONTINUE, 60.0, threading.Event())
+        rid = client.create_run(name="x").id
+        claim = client.claim(client.register(WorkerHello(name="w")).worker_id)
+        event_id = client.set_lr(rid, scale=0.5).event_id
+        controller = HttpController(client, rid, claim.lease_token, CONTINUE, 60.0, threading.Event())
         controller.log_step(1, {"loss": 2.0})
         controller.acknowledge((event_id,), 1)
-        broken = SalaClient("http://127.0.0.1:9", give_up_after=0.1)
+        broken = SalaClient("http://127.0.0.1:9", retry_for=0.1)
         controller.client = broken
         with pytest.raises(ConnectionError):
             controller.beat()
