@@ -39,18 +39,20 @@ class View:
     def render(self) -> Group:
         run, stage = self.run, self.stages.stages[self.run.stage.index - 1]
         metric = stage.get("metric") or "val_sequence_accuracy"
-        head = Table.grid(padding=(0, 2))
-        head.add_row(f"[b]{run.name}[/b] #{run.id}", f"status [b]{run.status}[/b]",
-                     f"attempt {run.attempt}", f"worker {run.worker_id or '–'}")
-        head.add_row(f"stage [b]{run.stage.index}/{run.stage_count} {run.stage.name}[/b]"
-                     + (" (held)" if run.stage_held else ""),
-                     f"threshold {metric} ≥ {stage['success_threshold']} (now {_num(run.latest.get(metric))})",
-                     f"epoch [b]{run.epoch}/{run.max_epochs}[/b]", f"step {run.step}")
         lr = run.lr
-        head.add_row(f"lr [b]{lr.effective:.3e}[/b]",
-                     f"schedule {_num(lr.schedule)} × stage {lr.stage_multiplier:g} × "
-                     f"override {_override(lr.override)} × automatic {lr.auto_scale:g}", f"ETA {self.eta()}", "")
-        parts = [Panel(head, title="Sala run", expand=False), self._epochs_table()]
+        facts = Table.grid(padding=(0, 2))
+        for label, value in (
+            ("status", f"[b]{run.status}[/b]  attempt {run.attempt}, worker {run.worker_id or '–'}"),
+            ("stage", f"[b]{run.stage.index}/{run.stage_count} {run.stage.name}[/b]"
+                      + ("  (held)" if run.stage_held else "")),
+            ("threshold", f"{metric} ≥ {stage['success_threshold']}  (now {_num(run.latest.get(metric))})"),
+            ("progress", f"epoch [b]{run.epoch}/{run.max_epochs}[/b]  step {run.step}"),
+            ("lr", f"[b]{lr.effective:.3e}[/b] = schedule {_num(lr.schedule)} × stage {lr.stage_multiplier:g} "
+                   f"× override {_override(lr.override)} × automatic {lr.auto_scale:g}"),
+            ("ETA", self.eta()),
+        ):
+            facts.add_row(label, value)
+        parts = [Panel(facts, title=f"{run.name} #{run.id}", expand=False), self._epochs_table()]
         if run.error:
             parts.append(Panel(run.error[-800:], title="error", style="red", expand=False))
         return Group(*parts)

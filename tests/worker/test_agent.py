@@ -3,6 +3,7 @@ a lost lease stops the worker at once, and scalars/acks survive a failed heartbe
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import httpx
@@ -85,3 +86,34 @@ def test_undelivered_scalars_and_acks_are_kept_for_the_next_beat(tmp_path):
 
 def test_agent_module_reports_cpu_device():
     assert agent_module._devices() == ["cpu"]
+
+
+class CrashingTrainer:
+    """Stands in for the torch trainer: prints, logs, then fails the way a bug would."""
+
+    def __init__(self, recipe, controller, **_):
+        pass
+
+    def run(self, resume=None):
+        print("loading fonts from /no/such/folder")
+        logging.getLogger("sala.trainer").warning("no font covers U+17D2")
+        raise RuntimeError("the renderer gave up")
+
+
+def test_a_failed_runs_last_lines_reach_the_server(tmp_path, monkeypatch):
+    import worker.trainer
+
+    monkeypatch.setattr(worker.trainer, "Trainer", CrashingTrainer)
+    with live_server(tmp_path) as server:
+        client = SalaClient(server.url)
+        rid = client.create_run(name="crash").id
+        worker = Agent(server.url, None, "t", claim_wait_s=1)
+        info = worker.client.register(WorkerHello(name="t"))
+        worker.worker_id, worker.heartbeat_s, worker.artifacts_url = info.worker_id, 60.0, info.artifacts_url
+        assert worker.train(worker.claim()) == "failed"
+        lines = list(client.logs(rid))
+    assert [(line.source, line.message) for line in lines[:2]] == [
+        ("stdout", "loading fonts from /no/such/folder"), ("sala.trainer", "no font covers U+17D2")]
+    last = lines[-1]
+    assert last.source == "sala.worker" and last.level == "ERROR" and last.attempt == 1
+    assert "RuntimeError: the renderer gave up" in last.message and "Traceback" in last.message
