@@ -20,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY server ./server
 COPY worker ./worker
 COPY core ./core
+COPY client ./client
 COPY sala ./sala
 COPY migrations ./migrations
 # The wheel carries the Alembic migrations (migrations/, installed as server/migrations) and the dashboard as package data.

@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(MAKE) --no-print-directory torch
-	$(PY) -m pip install --quiet -e '.[dev,postgres]'
+	$(PY) -m pip install --quiet -e '.[dev,postgres,export]'
 	touch $(STAMP)
 
 # The pinned torch: PyPI's (CUDA) build where an NVIDIA driver is present; elsewhere the CPU build,

@@ -27,6 +27,8 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whit
 LeaseToken = Annotated[str, StringConstraints(min_length=8, max_length=64)]
 MetricMap = dict[Annotated[str, StringConstraints(max_length=100)], float | int | bool | str | None]
 Action = Literal["continue", "pause", "stop", "complete"]
+LOG_LINE_CHARS = 4000
+LOG_BATCH_LINES = 1000
 
 
 class Message(BaseModel):
@@ -120,6 +122,22 @@ class Alert(Message):
     detail: MetricMap = Field(default_factory=dict)
 
 
+class LogLine(Message):
+    ts: dt.datetime
+    level: Annotated[str, StringConstraints(max_length=10)]
+    source: Annotated[str, StringConstraints(max_length=100)]
+    message: Annotated[str, StringConstraints(max_length=LOG_LINE_CHARS)]
+
+
+class LogBatch(Message):
+    """Lines the run wrote (log records, stdout, stderr), oldest first; `dropped` counts the lines the
+    worker's own bounded buffer let go before this batch could be sent."""
+
+    lease_token: LeaseToken
+    lines: list[LogLine] = Field(max_length=LOG_BATCH_LINES)
+    dropped: Annotated[int, Field(ge=0, le=MAX_ID)] = 0
+
+
 # ---- server → worker ----------------------------------------------------------------------------
 
 
@@ -184,6 +202,11 @@ class CheckpointAnswer(Answer):
 class FinishAnswer(Answer):
     run_id: int
     status: str
+
+
+class LogAnswer(Answer):
+    stored: int
+    dropped: int = Field(description="lines of this attempt dropped so far, by the worker or the size cap")
 
 
 class AlertAnswer(Answer):

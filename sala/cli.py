@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
+from sala.runs_cli import app as runs_app
 from worker.data.cli import app as data_app
+from worker.export_cli import export_command
 from worker.recipe_cli import app as recipe_app
 from worker.train_cli import predict_command, train_command
 
@@ -20,6 +22,8 @@ app.add_typer(recipe_app, name="recipe", help="Write and check training recipes.
 app.add_typer(data_app, name="data", help="Look at training data before training.")
 app.command("train")(train_command)
 app.command("predict")(predict_command)
+app.command("export")(export_command)
+app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 app.add_typer(tokens_app, name="tokens")
 

@@ -16,15 +16,15 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from server import leases, migrate
+from server import delivery, leases, migrate
 from server.db import IN_FLIGHT, THREADS, make_engine, make_sessionmaker, transaction, writer
 from server.deps import DB
 from server.errors import error_body, install_handlers
 from server.limits import BodyLimit, ConcurrencyLimit
 from server.models import utcnow
 from server.observability import Metrics
-from server.routes import control, observe, runs, tokens, workers
-from server.schemas import ErrorBody
+from server.routes import control, observe, runs, tokens, webhooks, workers
+from core.api import ErrorBody
 from server.settings import Settings, get_settings
 
 log = logging.getLogger("sala.server")
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(_MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ConcurrencyLimit, limit=IN_FLIGHT)
-    for module in (runs, control, observe, tokens, workers):
+    for module in (runs, control, observe, tokens, webhooks, workers):
         app.include_router(module.router, prefix=API_PREFIX)
     _service_routes(app)
     return app
@@ -67,11 +67,12 @@ class _MetricsMiddleware:
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
-    reaper = asyncio.create_task(_reap_forever(app))
+    tasks = [asyncio.create_task(_reap_forever(app)), asyncio.create_task(delivery.deliver_forever(app))]
     try:
         yield
     finally:
-        reaper.cancel()
+        for task in tasks:
+            task.cancel()
 
 
 async def _reap_forever(app: FastAPI) -> None:

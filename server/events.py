@@ -1,4 +1,5 @@
-"""The audit log. Every state change writes exactly one event in the same transaction."""
+"""The audit log. Every state change writes exactly one event in the same transaction, and the
+webhooks that asked for its kind get their delivery rows in that transaction too."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from server import webhooks
 from server.models import ControlEvent
 
 
@@ -16,6 +18,7 @@ def record(db: Session, run_id: int | None, kind: str, actor: str, needs_worker:
                          payload={k: v for k, v in payload.items() if v is not None})
     db.add(event)
     db.flush()
+    webhooks.on_event(db, event)
     return event
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.protocol import AppliedEvent, Heartbeat, WorkerHello
-from server import events, steps
+from server import events, steps, webhooks
 from server.errors import NotFound, StaleLease
 from server.models import Checkpoint, ControlEvent, EpochReport, Run, Worker, utcnow
 from server.states import HELD_BY_WORKER, Status, next_status
@@ -139,6 +139,7 @@ def acknowledge(db: Session, run: Run, applied: list[AppliedEvent]) -> None:
         event.applied_step = ack.step
         if event.kind == "checkpoint_requested":
             run.checkpoint_requested = False
+        webhooks.on_applied(db, event)
 
 
 def finish(db: Session, run: Run, status: str, error: str | None, actor: str) -> None:

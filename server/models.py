@@ -72,6 +72,7 @@ class Run(Base):
     recipe: Mapped[dict[str, Any]]
     tags: Mapped[list[Any]] = mapped_column(default=list)
     tag_text: Mapped[str] = mapped_column(String(1100), default="")
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
     priority: Mapped[int] = mapped_column(default=0)
     max_restarts: Mapped[int] = mapped_column(default=3)
     attempt: Mapped[int] = mapped_column(default=0)
@@ -94,6 +95,7 @@ class Run(Base):
     latest_metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     recommendations: Mapped[list[Any]] = mapped_column(default=list)
     error: Mapped[str | None] = mapped_column(Text)
+    log_dropped: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
 
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id", ondelete="SET NULL"))
     lease_token: Mapped[str | None] = mapped_column(String(64))
@@ -195,6 +197,59 @@ class ControlEvent(Base):
     applied_step: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_control_events_run_id_id", "run_id", "id"),)
+
+
+class RunLog(Base):
+    """A line a run's worker wrote (a log record, stdout or stderr), kept per attempt up to a cap."""
+
+    __tablename__ = "run_logs"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    attempt: Mapped[int]
+    ts: Mapped[dt.datetime]
+    level: Mapped[str] = mapped_column(String(10))
+    source: Mapped[str] = mapped_column(String(100))
+    message: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_run_logs_run_attempt_id", "run_id", "attempt", "id"),
+                      Index("ix_run_logs_run_id_id", "run_id", "id"))
+
+
+class Webhook(Base):
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[Any]]
+    secret: Mapped[str] = mapped_column(String(200))  # kept as given: it signs every delivery
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook: written in the transaction that made the event (an outbox), so a
+    restart loses none, and sent in id order per webhook by the server's delivery task."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(40))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("control_events.id", ondelete="SET NULL"))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    response_status: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[dt.datetime | None]
+    delivered_at: Mapped[dt.datetime | None]
+
+    __table_args__ = (Index("ix_webhook_deliveries_webhook_id_id", "webhook_id", "id"),
+                      Index("ix_webhook_deliveries_status_webhook_id", "status", "webhook_id"))
 
 
 class Worker(Base):

@@ -57,8 +57,13 @@ def _judge(db: Session, run: Run, row: EpochReport) -> None:
     decision = outcome.decision
     if decision is None:
         return
+    seen = {r.get("kind") for r in run.recommendations or []}
     run.recommendations = [{"kind": r.kind, "message": r.message, "evidence": r.evidence}
                            for r in outcome.recommendations]
+    fresh = [r for r in outcome.recommendations if r.kind not in seen]
+    if fresh:  # new advice is an event of its own, so a webhook can tell a person
+        events.record(db, run.id, "recommended", "curriculum", kinds=[r.kind for r in fresh],
+                      messages=[r.message for r in fresh], stage=run.stage_index, epoch=row.epoch)
     if decision.completed or decision.moved:
         run.curriculum_complete = decision.completed
         runs.move_stage(db, run, decision.stage, actor="curriculum", reason=decision.reason, kind="stage_transition",

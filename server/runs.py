@@ -17,7 +17,7 @@ from core.lr import LrOverride
 from core.recipe import Recipe, StageSpec
 from server import events
 from server.errors import Conflict, InvalidInput, NotFound
-from server.models import Checkpoint, ControlEvent, EpochReport, Run, StageTransition, StepScalar, utcnow
+from server.models import Checkpoint, ControlEvent, EpochReport, Run, RunLog, StageTransition, StepScalar, utcnow
 from server.recipes import parse_recipe, patched
 from server.states import Status, next_status, require
 
@@ -168,6 +168,19 @@ def _decode_cursor(cursor: str) -> int:
                            [{"path": "cursor", "message": "invalid cursor"}]) from None
 
 
+def update_run(db: Session, run: Run, actor: str, changes: dict[str, Any]) -> ControlEvent | None:
+    """A run's name, tags or note, in any state; the event keeps each value before and after
+    (None when nothing changed)."""
+    if "tags" in changes:
+        changes = {**changes, "tags": sorted(set(changes["tags"]))}
+    changed = {k: {"from": getattr(run, k), "to": v} for k, v in changes.items() if getattr(run, k) != v}
+    for key, change in changed.items():
+        setattr(run, key, change["to"])
+    if "tags" in changed:
+        run.tag_text = tag_text(run.tags)
+    return events.record(db, run.id, "run_updated", actor, **changed) if changed else None
+
+
 def stop(db: Session, run: Run, actor: str, reason: str | None) -> ControlEvent:
     target = next_status("stop", run.status)
     held = run.status in (Status.RUNNING, Status.PAUSING)
@@ -216,7 +229,7 @@ def delete_run(db: Session, run: Run) -> list[str]:
     require("delete", run.status)
     uris = list(db.scalars(select(Checkpoint.uri).where(Checkpoint.run_id == run.id,
                                                         Checkpoint.kept.is_(True))))
-    for model in (StepScalar, EpochReport, StageTransition, Checkpoint, ControlEvent):
+    for model in (StepScalar, EpochReport, StageTransition, Checkpoint, ControlEvent, RunLog):
         db.execute(delete(model).where(model.run_id == run.id))
     db.delete(run)
     db.flush()

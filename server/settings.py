@@ -31,6 +31,10 @@ class Settings(BaseSettings):
         20_000, ge=100, description="Raw step points kept per run; older ones are rolled up.")
     step_rollup_bucket: int = Field(100, ge=2, description="Steps averaged into one rolled-up point.")
     reaper_seconds: float = Field(1.0, gt=0, description="How often expired leases are swept.")
+    log_lines: int = Field(
+        10_000, ge=100, description="Log lines kept per run attempt; older ones are dropped and counted.")
+    webhook_retry_seconds: float = Field(
+        2.0, gt=0, description="First retry of a failed webhook delivery; doubled per try, 8 tries.")
     log_level: str = Field("info")
 
     @field_validator("database_url")

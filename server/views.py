@@ -12,7 +12,7 @@ from typing import Any
 from core.protocol import CheckpointRef, Claim, Directive
 from server import runs
 from server.models import Checkpoint, ControlEvent, EpochReport, Run, StageTransition
-from server.schemas import CheckpointOut, EpochOut, EventOut, RunOut, StageRef, StagesOut, TransitionOut
+from core.api import CheckpointOut, EpochOut, EventOut, RunOut, StageRef, StagesOut, TransitionOut
 
 STAGE_KEYS = frozenset({"stage", "from_stage", "to_stage"})
 
@@ -36,7 +36,8 @@ def run_out(run: Run, *, with_recipe: bool = False) -> RunOut:
         id=run.id, name=run.name, status=run.status, stage=stage_ref(run, run.stage_index),
         stage_held=run.stage_held, stage_count=len(runs.brief(run).stages), attempt=run.attempt,
         restarts=run.restarts, rollbacks=run.rollbacks,
-        max_restarts=run.max_restarts, priority=run.priority, tags=list(run.tags), epoch=run.epoch,
+        max_restarts=run.max_restarts, priority=run.priority, tags=list(run.tags), note=run.note or "",
+        epoch=run.epoch,
         step=run.step, max_epochs=runs.brief(run).max_epochs, curriculum_complete=run.curriculum_complete,
         lr=runs.lr_parts(run), worker_id=run.worker_id, parent_run_id=run.parent_run_id, error=run.error,
         latest=numbered(run.latest_metrics or {}), recommendations=recommendations(run),

@@ -26,7 +26,7 @@ from server.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = ("worker", "worker-gpu")
 # modules where a worker-side settings class may live (none of them has to exist)
-WORKER_SETTINGS_MODULES = ("worker.settings", "worker.config", "worker.agent", "worker.client")
+WORKER_SETTINGS_MODULES = ("worker.settings", "worker.config", "worker.agent", "client.config")
 
 
 def source_folders() -> list[str]:

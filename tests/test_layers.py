@@ -1,5 +1,6 @@
 """The one-way layers (pyproject.toml, [tool.importlinter]): server and worker never import each
-other, and core imports neither, nor torch. Checked with import-linter on the real code, and on
+other, the client stands on core alone (the worker uses it, the server never), and core imports
+none of them, nor torch. Checked with import-linter on the real code, and on
 small trees that break each contract, to show the contracts can fail."""
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ BREACHES = {
     "server-not-worker": ("server/runs.py", "from worker import trainer\n"),
     "worker-not-server": ("worker/local.py", "def f():\n    import server.runs\n"),
     "core-alone": ("core/recipe.py", "import torch\n"),
+    "client-on-core": ("client/api.py", "from worker import trainer\n"),
 }
 
 
@@ -38,7 +40,8 @@ def test_each_contract_catches_its_breach(tmp_path, contract):
     for package in CONFIG["root_packages"]:
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text("")
-    for package, module in (("server", "runs"), ("worker", "trainer"), ("worker", "local"), ("core", "recipe")):
+    for package, module in (("server", "runs"), ("worker", "trainer"), ("worker", "local"), ("core", "recipe"),
+                            ("client", "api")):
         (tmp_path / package / f"{module}.py").write_text("")
     path, code = BREACHES[contract]
     (tmp_path / path).write_text(code)

@@ -18,28 +18,24 @@ from pathlib import Path
 from typing import Any
 
 from core.metrics import best
+from client import ApiError, LeaseLost, SalaClient
+from core.api import CheckpointOut
 from core.protocol import (
     Alert,
-    AlertAnswer,
-    CheckpointAnswer,
     CheckpointMessage,
     CheckpointReport,
     Claim,
-    ClaimRequest,
     Directive,
-    EpochAnswer,
     EpochMessage,
     EpochReport,
     Finish,
-    FinishAnswer,
     Heartbeat,
-    HeartbeatAnswer,
-    Registered,
+    LogBatch,
     WorkerHello,
 )
 from worker.checkpoints import CheckpointCorrupt
-from worker.client import LeaseLost, SalaClient
 from worker.controller import Rollback, RunFailed
+from worker.logship import LogBuffer
 
 log = logging.getLogger("sala.worker")
 VERSION = "0.1.0"
@@ -49,9 +45,10 @@ class HttpController:
     """The Controller protocol over HTTP for one claimed run."""
 
     def __init__(self, client: SalaClient, run_id: int, lease_token: str, directive: Directive,
-                 heartbeat_s: float, shutdown: threading.Event):
+                 heartbeat_s: float, shutdown: threading.Event, logs: LogBuffer | None = None):
         self.client, self.run_id, self.lease = client, run_id, lease_token
         self.heartbeat_s = heartbeat_s
+        self.logs = logs
         self._directive = directive
         self._shutdown = shutdown
         self._lock = threading.Lock()
@@ -93,17 +90,17 @@ class HttpController:
     def report_epoch(self, report: EpochReport) -> Directive:
         self.beat()  # scalars and acknowledgements first, so the epoch sees them applied
         message = EpochMessage(**report.model_dump(), lease_token=self.lease)
-        return self._adopt(self.client.send(f"/runs/{self.run_id}/epochs", message, EpochAnswer).directive)
+        return self._adopt(self.client.report_epoch(self.run_id, message).directive)
 
     def report_checkpoint(self, saved: CheckpointReport) -> list[str]:
         message = CheckpointMessage(**saved.model_dump(), lease_token=self.lease)
-        return self.client.send(f"/runs/{self.run_id}/checkpoints", message, CheckpointAnswer).delete_uris
+        return self.client.report_checkpoint(self.run_id, message).delete_uris
 
     def alert(self, kind: str, detail: dict[str, Any]) -> None:
         log.warning("run %s: %s %s", self.run_id, kind, detail)
         message = Alert(lease_token=self.lease, kind=kind,
                         detail={k: v for k, v in detail.items() if isinstance(v, (int, float, str, bool))})
-        answer = self.client.send(f"/runs/{self.run_id}/alerts", message, AlertAnswer)
+        answer = self.client.alert(self.run_id, message)
         self._adopt(answer.directive)
         if answer.action == "rollback":
             raise Rollback(f"{kind}: rolling back to the last checkpoint with a lower lr")
@@ -113,8 +110,8 @@ class HttpController:
     def finish(self, status: str, error: str | None = None) -> None:
         self.close()
         self.beat()
-        self.client.send(f"/runs/{self.run_id}/finish", Finish(lease_token=self.lease, status=status, error=error),
-                         FinishAnswer)
+        self.ship_logs(everything=True)  # a failed run's last lines reach the server before it ends
+        self.client.finish(self.run_id, Finish(lease_token=self.lease, status=status, error=error))
 
     # -- heartbeats -----------------------------------------------------------------------------
     def beat(self) -> None:
@@ -127,7 +124,7 @@ class HttpController:
                             applied=[{"id": i, "step": s, "age_s": max(0.0, time.monotonic() - t)}
                                      for i, (s, t) in acks.items()])
         try:
-            answer = self.client.send(f"/runs/{self.run_id}/heartbeat", message, HeartbeatAnswer)
+            answer = self.client.heartbeat(self.run_id, message)
         except LeaseLost as lost:
             self._lost = lost
             raise
@@ -138,6 +135,24 @@ class HttpController:
                     self._acks.setdefault(i, s)
             raise
         self._adopt(answer.directive)
+
+    def ship_logs(self, everything: bool = False) -> None:
+        """Send what the run wrote since the last batch; a batch that did not land waits for the next."""
+        while self.logs is not None:
+            lines, dropped = self.logs.take()
+            if not lines and not dropped:
+                return
+            try:
+                self.client.send_logs(self.run_id, LogBatch(lease_token=self.lease, lines=lines, dropped=dropped))
+            except LeaseLost:
+                raise
+            except ApiError as refused:  # a batch the server will never take: retrying cannot help
+                log.debug("run %s: log batch refused: %s", self.run_id, refused)
+            except BaseException:
+                self.logs.put_back(lines, dropped)
+                raise
+            if not everything:
+                return
 
     def _adopt(self, directive: Directive) -> Directive:
         with self._lock:
@@ -152,6 +167,7 @@ class HttpController:
                 return
             try:
                 self.beat()
+                self.ship_logs()
             except LeaseLost as lost:
                 log.error("run %s: lease lost (%s); abandoning it", self.run_id, lost)
                 return
@@ -168,7 +184,7 @@ class HttpController:
 class Agent:
     def __init__(self, server: str, token: str | None, name: str, *, artifacts_url: str | None = None,
                  device: str | None = None, claim_wait_s: float = 10.0, once: bool = False):
-        self.client = SalaClient(server, token, timeout=max(60.0, claim_wait_s + 30))
+        self.client = SalaClient(server, token, timeout=max(60.0, claim_wait_s + 30), retry_for=None)
         self.name, self.device, self.claim_wait_s, self.once = name, device, claim_wait_s, once
         self.artifacts_url = artifacts_url
         self.shutdown = threading.Event()
@@ -184,7 +200,7 @@ class Agent:
 
     def run_forever(self) -> None:
         hello = WorkerHello(name=self.name, host=platform.node(), devices=_devices(), version=VERSION)
-        info = self.client.send("/workers", hello, Registered)
+        info = self.client.register(hello)
         self.worker_id, self.heartbeat_s = info.worker_id, info.heartbeat_s
         self.artifacts_url = self.artifacts_url or info.artifacts_url
         log.info("worker %s registered as %s", self.name, self.worker_id)
@@ -198,15 +214,20 @@ class Agent:
 
     def claim(self) -> Claim | None:
         """The next queued run, waiting up to claim_wait_s for one (None: nothing queued)."""
-        answer = self.client.call("POST", f"/workers/{self.worker_id}/claim", ClaimRequest(wait_s=self.claim_wait_s))
-        return None if answer is None else Claim.model_validate(answer)
+        return self.client.claim(self.worker_id, self.claim_wait_s)
 
     def train(self, claim: Claim) -> str | None:
+        """Train one claimed run, with everything it logs or prints shipped to the server."""
+        logs = LogBuffer()
+        with logs.capturing():
+            return self._train(claim, logs)
+
+    def _train(self, claim: Claim, logs: LogBuffer) -> str | None:
         from worker.trainer import Trainer
 
         run_id, resume, recipe = claim.run_id, claim.resume_checkpoint, claim.recipe
         controller = HttpController(self.client, run_id, claim.lease_token, claim.directive, self.heartbeat_s,
-                                    self.shutdown)
+                                    self.shutdown, logs)
         log.info("run %s attempt %s: training (resume from %s)", run_id, claim.attempt, resume.uri if resume else None)
         try:
             trainer = Trainer(recipe, controller, artifacts_url=f"{self.artifacts_url.rstrip('/')}/run-{run_id}",
@@ -253,27 +274,26 @@ class Agent:
             return None
         if "/" in spec.teacher_checkpoint:
             return spec.teacher_checkpoint
-        listed = self.client.call("GET", f"/runs/{spec.teacher_run}/checkpoints") or []
-        kept = [c for c in listed if c["kept"]]
+        kept = [c for c in self.client.checkpoints(spec.teacher_run) if c.kept]
         choice = _choose_checkpoint(kept, spec.teacher_checkpoint, recipe.checkpoint.best_metric)
-        target = Path(tempfile.mkdtemp(prefix="sala-teacher-")) / f"run{spec.teacher_run}-{choice['id']}.pt"
-        digest = self.client.download(f"/runs/{spec.teacher_run}/checkpoints/{choice['id']}/file", target)
-        if digest != choice["sha256"]:
-            raise ValueError(f"teacher checkpoint {choice['id']} of run {spec.teacher_run} failed its checksum")
-        log.info("distilling from run %s checkpoint %s (epoch %s)", spec.teacher_run, choice["id"], choice["epoch"])
+        target = Path(tempfile.mkdtemp(prefix="sala-teacher-")) / f"run{spec.teacher_run}-{choice.id}.pt"
+        digest = self.client.download_checkpoint(spec.teacher_run, choice.id, target)
+        if digest != choice.sha256:
+            raise ValueError(f"teacher checkpoint {choice.id} of run {spec.teacher_run} failed its checksum")
+        log.info("distilling from run %s checkpoint %s (epoch %s)", spec.teacher_run, choice.id, choice.epoch)
         return str(target)
 
 
-def _choose_checkpoint(kept: list[dict[str, Any]], which: str, metric: str) -> dict[str, Any]:
+def _choose_checkpoint(kept: list[CheckpointOut], which: str, metric: str) -> CheckpointOut:
     """`best` by the recipe's checkpoint metric (the newest when none has it), `latest`, or an id."""
     if not kept:
         raise ValueError("the teacher run has no kept checkpoint")
-    newest = max(kept, key=lambda c: (c["step"], c["id"]))
+    newest = max(kept, key=lambda c: (c.step, c.id))
     if which == "latest":
         return newest
     if which == "best":
-        return best(kept, metric, metrics_of=lambda c: c["metrics"]) or newest
-    match = [c for c in kept if str(c["id"]) == which]
+        return best(kept, metric, metrics_of=lambda c: c.metrics) or newest
+    match = [c for c in kept if str(c.id) == which]
     if not match:
         raise ValueError(f"the teacher run has no kept checkpoint {which}")
     return match[0]

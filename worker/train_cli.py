@@ -86,22 +86,30 @@ def _train(spec, out: Path, resume: str | None, device: str | None, progress: bo
 @app.command("predict")
 def predict_command(
     images: Annotated[Optional[list[Path]], typer.Argument(help="line images; none = read paths from stdin")] = None,
-    checkpoint: Annotated[str, typer.Option("--checkpoint", help="checkpoint path or URL")] = ...,  # type: ignore[assignment]
+    checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="checkpoint path or URL")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="a model `sala export` wrote (.onnx or "
+                                                  "TorchScript), read without the training code")] = None,
     decoder: Annotated[str, typer.Option(help="greedy | beam (beam rescores with the LM head when present)")] = "greedy",
     beam_width: Annotated[int, typer.Option(min=1, max=100)] = 10,
     lm_weight: Annotated[float, typer.Option(min=0.0)] = 0.3,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
 ) -> None:
-    """Print `path<TAB>text<TAB>confidence` for each line image."""
+    """Print `path<TAB>text<TAB>confidence` for each line image, read by a checkpoint or an exported model."""
     if decoder not in ("greedy", "beam"):
         raise typer.BadParameter("greedy or beam", param_hint="--decoder")
+    if (checkpoint is None) == (model is None):
+        raise typer.BadParameter("give exactly one of --checkpoint or --model")
+    if model is not None and decoder == "beam":
+        raise typer.BadParameter("an exported model decodes greedily (beam search needs the LM head)",
+                                 param_hint="--decoder")
     from worker.checkpoints import CheckpointCorrupt
 
     paths = images or [Path(line.strip()) for line in sys.stdin if line.strip()]
     try:
-        reader = Reader(checkpoint, device=device, decoder=decoder, beam_width=beam_width, lm_weight=lm_weight)
-    except (OSError, CheckpointCorrupt) as exc:
-        console.print(f"cannot load {checkpoint}: {exc}")
+        reader = _exported(model) if model is not None else Reader(
+            checkpoint, device=device, decoder=decoder, beam_width=beam_width, lm_weight=lm_weight)
+    except (OSError, CheckpointCorrupt, ValueError) as exc:
+        console.print(f"cannot load {checkpoint or model}: {exc}")
         raise typer.Exit(2) from None
     failed = 0
     for path in paths:
@@ -115,6 +123,15 @@ def predict_command(
     if failed:
         raise typer.Exit(1)
 
+
+def _exported(path: Path):
+    from worker.exported import ExportedReader
+
+    try:
+        return ExportedReader(path)
+    except ImportError as exc:
+        console.print(str(exc))
+        raise typer.Exit(2) from None
 
 
 class Reader:

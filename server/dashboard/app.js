@@ -8,6 +8,7 @@ const POLL_MS = Math.max(250, Number(params.get("poll")) || 2000);
 const STEP_POINTS = 2000;      // step scalars asked for on opening a run (server downsamples)
 const STEP_KEEP = 20000;       // client-side cap on kept step points; older ones are thinned
 const EPOCH_PAGE = 5000;
+const LOG_KEEP = 5000;         // log lines kept in the run page's panel
 const STATUSES = ["queued", "running", "pausing", "paused", "stopping", "completed", "failed", "stopped"];
 const ACTIVE = new Set(["queued", "running", "pausing", "paused", "stopping"]);
 // kinds the worker applies and acknowledges with the step (events recorded with needs_worker)
@@ -181,7 +182,7 @@ function runsView() {
   const body = h("tbody");
   const message = h("div");
   const table = h("div", { class: "table-wrap" }, h("table", { id: "runs-table" },
-    h("thead", {}, h("tr", {},
+    h("thead", {}, h("tr", {}, h("th", {}, h("span", { class: "sr-only" }, "Compare")),
       h("th", {}, "Name"), h("th", {}, "Status"), h("th", {}, "Stage"), h("th", { class: "num" }, "Epoch"),
       h("th", { class: "num" }, "Val CER"), h("th", { class: "num" }, "Seq acc"), h("th", { class: "num" }, "Eff. lr"),
       h("th", {}, "Worker"), h("th", { class: "num" }, "Age"))), body));
@@ -190,9 +191,18 @@ function runsView() {
     create.hidden = !create.hidden;
     if (!create.hidden) create.querySelector("input").focus();
   } }, "New run");
+  // runs picked for the compare view, kept across polls
+  const chosen = new Set();
+  const compare = h("button", { type: "button", id: "compare-runs", class: "secondary", disabled: true,
+    onclick: () => { location.hash = `#/compare?runs=${[...chosen].sort((a, b) => a - b).join(",")}`; } }, "Compare selected");
+  const pick = (id, on) => {
+    if (on) chosen.add(id); else chosen.delete(id);
+    compare.disabled = chosen.size < 2;
+    compare.textContent = chosen.size ? `Compare selected (${chosen.size})` : "Compare selected";
+  };
   view.replaceChildren(
     h("section", { class: "card" },
-      h("div", { class: "toolbar" }, h("h1", {}, "Runs"), h("label", {}, "Status", select), toggle),
+      h("div", { class: "toolbar" }, h("h1", {}, "Runs"), h("label", {}, "Status", select), compare, toggle),
       create, message, table));
 
   let workers = new Map();
@@ -204,6 +214,8 @@ function runsView() {
     workers = new Map(ws.map((w) => [w.id, w]));
     message.replaceChildren();
     body.replaceChildren(...page.items.map((run) => h("tr", { "data-run-id": run.id },
+      h("td", {}, h("input", { type: "checkbox", class: "pick", "aria-label": `compare run ${run.id}`, checked: chosen.has(run.id),
+        onchange: (ev) => pick(run.id, ev.target.checked) })),
       h("td", {}, h("a", { href: `#/runs/${run.id}` }, text(run.name))),
       h("td", {}, statusBadge(run.status)),
       h("td", {}, text(stageText(run))),
@@ -213,7 +225,7 @@ function runsView() {
       h("td", { class: "num" }, lrText(run.lr.effective)),
       h("td", {}, run.worker_id ? text(`${workers.get(run.worker_id)?.name || "worker"} #${run.worker_id}`) : "–"),
       h("td", { class: "num", title: when(run.created_at) }, age(run.created_at)))));
-    if (!page.items.length) body.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No runs yet.")));
+    if (!page.items.length) body.append(h("tr", {}, h("td", { colspan: 10, class: "muted" }, "No runs yet.")));
     view.dataset.loaded = "runs";
   }
   const guarded = () => load().catch((e) => message.replaceChildren(errorBox(e)));
@@ -323,7 +335,7 @@ function runView(runId) {
   const state = {
     run: null, stages: null, epochs: [], steps: [], events: new Map(), checkpoints: [],
     lastEpoch: -1, lastStep: -1, lastEvent: 0, tracked: new Set(), checkpointKey: null, stagesKey: null,
-    metric: params.get("metric") || null, metricKeys: "",
+    metric: params.get("metric") || null, metricKeys: "", lastLog: 0, logAttempt: "", logLines: 0,
   };
   const el = {
     head: h("section", { class: "card run-head-card" }),
@@ -337,6 +349,11 @@ function runView(runId) {
     latest: h("dl", { class: "kv", id: "latest" }),
     recs: h("div", { id: "recommendations" }),
     metricSelect: h("select", { id: "metric-select", "aria-label": "Metric to chart" }),
+    notes: h("section", { class: "card", id: "notes" }),
+    logs: h("div", { id: "log-panel", class: "log-panel", role: "log", "aria-live": "off", tabindex: "0" }),
+    logAttempt: h("select", { id: "log-attempt", "aria-label": "Attempt" }, h("option", { value: "" }, "every attempt")),
+    logFollow: h("input", { type: "checkbox", id: "log-follow", checked: true }),
+    logDropped: h("span", { id: "log-dropped", class: "muted" }),
   };
   const charts = {};
   for (const [key, title, note] of [
@@ -354,10 +371,16 @@ function runView(runId) {
       h("p", { class: "chart-note" }, note)));
   }
   el.metricSelect.addEventListener("change", () => { state.metric = el.metricSelect.value; renderCharts(); });
+  el.logAttempt.addEventListener("change", () => {
+    state.logAttempt = el.logAttempt.value; state.lastLog = 0; state.logLines = 0;
+    el.logs.replaceChildren(); fetchLogs().catch((e) => notify(errorBox(e)));
+  });
   view.replaceChildren(
     h("p", {}, h("a", { href: "#/" }, "← all runs")),
-    el.head, el.controls,
+    el.head, el.controls, el.notes,
     el.charts,
+    h("section", { class: "card" }, h("div", { class: "toolbar" }, h("h2", {}, "Logs"), el.logAttempt,
+      h("label", {}, el.logFollow, " follow"), el.logDropped), el.logs),
     h("section", { class: "grid2" },
       h("div", { class: "card" }, h("h2", {}, "Stage timeline"), el.recs, h("div", { class: "scroll" }, el.timeline)),
       h("div", { class: "card" }, h("h2", {}, "Latest epoch"), el.latest)),
@@ -425,9 +448,34 @@ function runView(runId) {
     return ["requested", "requested — waiting for the worker"];
   }
 
+  // Logs: only lines after the last one shown; the panel keeps the newest LOG_KEEP lines.
+  async function fetchLogs() {
+    for (let pages = 0; pages < 10; pages++) {
+      const attempt = state.logAttempt ? `&attempt=${state.logAttempt}` : "";
+      const page = await api(`${base}/logs?after=${state.lastLog}&limit=1000${attempt}`);
+      appendLogs(page.items);
+      const dropped = Object.entries(page.dropped || {}).filter(([a, n]) => n && (!state.logAttempt || a === state.logAttempt));
+      el.logDropped.textContent = dropped.length
+        ? `oldest lines dropped by the size cap: ${dropped.map(([a, n]) => `${n} (attempt ${a})`).join(", ")}` : "";
+      if (!page.next_cursor) return;
+    }
+  }
+
+  function appendLogs(lines) {
+    if (!lines.length) return;
+    const atBottom = el.logs.scrollTop + el.logs.clientHeight >= el.logs.scrollHeight - 4;
+    el.logs.append(...lines.map((l) => h("div", { class: `log-line level-${l.level.toLowerCase()}`, "data-id": l.id,
+      "data-attempt": l.attempt, title: `${l.ts} · attempt ${l.attempt}` },
+      h("span", { class: "muted" }, `${new Date(l.ts).toLocaleTimeString()} [${l.attempt}] ${l.source}: `), text(l.message))));
+    state.lastLog = lines[lines.length - 1].id;
+    state.logLines += lines.length;
+    while (state.logLines > LOG_KEEP) { el.logs.firstChild.remove(); state.logLines--; }
+    if (el.logFollow.checked || atBottom) el.logs.scrollTop = el.logs.scrollHeight;
+  }
+
   async function refresh(initial) {
     const [run, epochsAdded, stepsAdded, eventsChanged] = await Promise.all([
-      api(base), fetchEpochs(), fetchSteps(initial), fetchEvents(),
+      api(base), fetchEpochs(), fetchSteps(initial), fetchEvents(), fetchLogs(),
     ]);
     const runChanged = JSON.stringify(run) !== JSON.stringify(state.run);
     state.run = run;
@@ -446,6 +494,7 @@ function runView(runId) {
       ckChanged = true;
     }
     if (initial || runChanged || stagesChanged) { renderHead(); renderControls(); }
+    if (initial || runChanged) { renderNotes(); renderAttempts(); }
     if (initial || epochsAdded || stepsAdded || eventsChanged || stagesChanged) renderCharts();
     if (initial || stagesChanged) renderTimeline();
     if (initial || eventsChanged) { renderEvents(); renderRequests(); }
@@ -535,6 +584,42 @@ function runView(runId) {
 
   function notify(node) { el.notice.replaceChildren(node || ""); }
 
+  function renderAttempts() {
+    const have = el.logAttempt.options.length - 1;
+    for (let a = have + 1; a <= state.run.attempt; a++) el.logAttempt.append(h("option", { value: String(a) }, `attempt ${a}`));
+  }
+
+  // Name, tags and the markdown note (shown as written), edited with PATCH /runs/{id}.
+  function renderNotes() {
+    const run = state.run;
+    if (el.notes.querySelector("form:not([hidden])")) return; // do not overwrite an edit in progress
+    const name = h("input", { id: "edit-name", value: run.name, required: true });
+    const tags = h("input", { id: "edit-tags", value: run.tags.join(", "), placeholder: "baseline, khmer" });
+    const note = h("textarea", { id: "edit-note", rows: 6, placeholder: "Markdown: what this run is for, what you saw…" });
+    note.value = run.note || "";
+    const problems = h("div");
+    const form = h("form", { id: "edit-run", hidden: true },
+      h("div", { class: "create-grid" }, h("label", {}, "Name", name), h("label", {}, "Tags (comma-separated)", tags)),
+      h("label", {}, "Note (markdown)", note), problems,
+      h("button", { type: "submit" }, "Save"), " ",
+      h("button", { type: "button", class: "secondary", onclick: () => { form.hidden = true; shown.hidden = false; } }, "Cancel"));
+    const shown = h("div", {},
+      run.note ? h("div", { id: "run-note", class: "note" }, text(run.note)) : h("p", { class: "muted", id: "run-note" }, "No note yet."),
+      h("button", { type: "button", class: "secondary", id: "edit-run-button", onclick: () => { form.hidden = false; shown.hidden = true; name.focus(); } },
+        "Edit name, tags, note"));
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      try {
+        state.run = await api(base, { method: "PATCH", body: { name: name.value,
+          tags: tags.value.split(",").map((t) => t.trim()).filter(Boolean), note: note.value } });
+        form.hidden = true;
+        renderHead(); renderNotes();
+        await fetchEvents(); renderEvents();
+      } catch (e) { problems.replaceChildren(errorBox(e)); }
+    });
+    el.notes.replaceChildren(h("h2", {}, "Notes"), shown, form);
+  }
+
   async function control({ path, body, ask }) {
     if (!window.confirm(ask)) return;
     try {
@@ -569,6 +654,8 @@ function runView(runId) {
       case "stage_set": case "stage_advance": return `stage ${p.from_stage ?? "?"} → ${p.to_stage}${p.to_name ? ` (${p.to_name})` : ""}`;
       case "stage_hold": return p.hold ? "hold on" : "hold off";
       case "stage_transition": return `stage ${p.from_stage} → ${p.to_stage} (${p.reason}) at epoch ${p.epoch}`;
+      case "run_updated": return Object.entries(p).map(([k, v]) => (k === "note" ? "note edited"
+        : `${k}: ${JSON.stringify(v.from)} → ${JSON.stringify(v.to)}`)).join("; ");
       default: {
         const keys = Object.entries(p).filter(([, v]) => v !== null && typeof v !== "object");
         return keys.map(([k, v]) => `${k}=${v}`).join(" ");
@@ -765,6 +852,104 @@ function runView(runId) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Compare: one metric of several runs over each other, stage bands per run, recipe differences
+
+function compareView() {
+  const query = new URLSearchParams(location.hash.split("?")[1] || "");
+  const ids = (query.get("runs") || "").split(",").map(Number).filter((n) => Number.isInteger(n) && n > 0);
+  const metricSelect = h("select", { id: "compare-metric", "aria-label": "Metric" });
+  const xSelect = h("select", { id: "compare-x", "aria-label": "Horizontal axis" },
+    h("option", { value: "epoch" }, "by epoch"), h("option", { value: "step" }, "by step"));
+  xSelect.value = query.get("x") === "step" ? "step" : "epoch";
+  const chart = h("div", { class: "chart", "data-chart": "compare" });
+  const legend = h("ul", { class: "legend", id: "compare-legend" });
+  const diff = h("tbody", { id: "recipe-diff" });
+  const diffHead = h("tr");
+  const message = h("div");
+  view.replaceChildren(
+    h("p", {}, h("a", { href: "#/" }, "← all runs")),
+    h("section", { class: "card" }, h("div", { class: "toolbar" }, h("h1", {}, "Compare runs"), metricSelect, xSelect),
+      message, chart, legend,
+      h("p", { class: "chart-note" }, "strips along the bottom: each run's curriculum stages, one lane per run, in legend order")),
+    h("section", { class: "card" }, h("h2", {}, "Recipe differences"),
+      h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, diffHead), diff))));
+
+  const runs = [];
+  const setQuery = () => { history.replaceState(null, "", `#/compare?runs=${ids.join(",")}&metric=${encodeURIComponent(metricSelect.value)}&x=${xSelect.value}`); };
+  metricSelect.addEventListener("change", () => { setQuery(); draw(); });
+  xSelect.addEventListener("change", () => { setQuery(); draw(); });
+
+  async function epochsOf(id) {
+    const all = [];
+    for (let after = -1; ;) {
+      const page = await api(`/runs/${id}/epochs?after=${after}&limit=${EPOCH_PAGE}`);
+      all.push(...page.items);
+      if (!page.next_cursor) return all;
+      after = Number(page.next_cursor);
+    }
+  }
+
+  function draw() {
+    const byStep = xSelect.value === "step";
+    const metric = metricSelect.value;
+    const x = (e) => (byStep ? e.step : e.epoch);
+    const series = runs.map((r, i) => ({ name: `#${r.run.id} ${r.run.name}`, color: PALETTE[i % PALETTE.length],
+      points: r.epochs.filter((e) => typeof e.metrics[metric] === "number").map((e) => [x(e), e.metrics[metric]]) }));
+    const bands = [];
+    runs.forEach((r, lane) => {
+      let prev = 0;
+      for (const e of r.epochs) {
+        const last = bands[bands.length - 1];
+        if (last && last.lane === lane && last.stage === e.stage.index) last.x1 = x(e);
+        else bands.push({ lane, stage: e.stage.index, x0: prev, x1: x(e), color: BAND_COLOURS[(e.stage.index - 1) % BAND_COLOURS.length],
+          label: `#${r.run.id} stage ${e.stage.index}: ${e.stage.name}` });
+        prev = x(e);
+      }
+    });
+    lineChart(chart, { title: metric, xLabel: byStep ? "step" : "epoch", logY: "auto", series, bands, lanes: runs.length, xMin: 0 });
+    legend.replaceChildren(...runs.map((r, i) => h("li", { "data-run-id": r.run.id },
+      h("span", { class: "swatch", style: `background:${PALETTE[i % PALETTE.length]}` }),
+      h("a", { href: `#/runs/${r.run.id}` }, text(`#${r.run.id} ${r.run.name}`)), ` ${r.run.status}, epoch ${r.run.epoch}`)));
+    view.dataset.loaded = "compare";
+  }
+
+  function renderDiff() {
+    const flat = runs.map((r) => flatten(r.run.recipe || {}));
+    const keys = [...new Set(flat.flatMap((f) => Object.keys(f)))].sort();
+    const differ = keys.filter((k) => new Set(flat.map((f) => JSON.stringify(f[k]))).size > 1);
+    diffHead.replaceChildren(h("th", {}, "recipe field"), ...runs.map((r) => h("th", {}, text(`#${r.run.id} ${r.run.name}`))));
+    diff.replaceChildren(...differ.map((k) => h("tr", { "data-key": k }, h("td", {}, h("code", {}, k)),
+      ...flat.map((f) => h("td", { class: "mono" }, f[k] === undefined ? "–" : text(JSON.stringify(f[k])))))));
+    if (!differ.length) diff.append(h("tr", {}, h("td", { colspan: runs.length + 1, class: "muted" }, "The recipes are the same.")));
+  }
+
+  (async () => {
+    if (ids.length < 1) throw new ApiError(0, { error: { code: "input", message: "pick runs to compare in the runs list" } });
+    for (const id of ids) runs.push({ run: await api(`/runs/${id}`), epochs: await epochsOf(id) });
+    const keys = new Set();
+    for (const r of runs) for (const e of r.epochs) for (const [k, v] of Object.entries(e.metrics)) if (typeof v === "number") keys.add(k);
+    const sorted = [...keys].sort();
+    metricSelect.replaceChildren(...sorted.map((k) => h("option", { value: k }, k)));
+    const wanted = query.get("metric");
+    metricSelect.value = sorted.includes(wanted) ? wanted : ["val_cer", "val_loss", "train_loss"].find((k) => keys.has(k)) || sorted[0] || "";
+    renderDiff();
+    draw();
+  })().catch((e) => message.replaceChildren(errorBox(e)));
+  return { stop: () => {} };
+}
+
+// `{a: {b: 1}, c: [x]}` → `{"a.b": 1, "c": [x]}`: lists stay whole (a curriculum's stages are compared
+// per stage, `curriculum.stages[1].success_threshold`)
+function flatten(value, prefix = "", out = {}) {
+  if (Array.isArray(value) && value.every((v) => v && typeof v === "object" && !Array.isArray(v))) {
+    value.forEach((v, i) => flatten(v, `${prefix}[${i}]`, out));
+  } else if (value && typeof value === "object" && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
+  } else out[prefix] = value;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // routing
 
 function route() {
@@ -772,8 +957,8 @@ function route() {
   delete view.dataset.loaded;
   const path = location.hash.replace(/^#/, "").split("?")[0] || "/";
   const match = path.match(/^\/runs\/(\d+)$/);
-  current = match ? runView(Number(match[1])) : runsView();
-  document.title = match ? `Run ${match[1]} · Sala` : "Runs · Sala";
+  current = match ? runView(Number(match[1])) : path === "/compare" ? compareView() : runsView();
+  document.title = match ? `Run ${match[1]} · Sala` : path === "/compare" ? "Compare · Sala" : "Runs · Sala";
 }
 
 setupTokenBox();

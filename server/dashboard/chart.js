@@ -98,7 +98,8 @@ export function downsample(points, x0, x1, width) {
 }
 
 /**
- * spec: {title, xLabel, series: [{name, points: [[x, y]], color?, dash?, stepped?}], bands: [{x0, x1, color, label}],
+ * spec: {title, xLabel, series: [{name, points: [[x, y]], color?, dash?, stepped?}], bands: [{x0, x1, color, label, lane?}],
+ *        lanes (bands as strips, one lane each),
  *        markers: [{x, label, title, id}], hlines: [{x0, x1, y, label, color}], logY (true | "auto"), yMin, yMax, height}
  */
 export function lineChart(el, spec) {
@@ -146,14 +147,19 @@ export function lineChart(el, spec) {
   defs.append(cp);
   root.append(defs);
 
+  // bands span the plot's height; with `lanes`, each band is a strip in its `lane` along the bottom
+  // (one lane per run when several runs share a chart)
+  const laneH = spec.lanes ? Math.min(12, h / (2 * spec.lanes)) : h;
   const bands = svg("g", { class: "bands", "clip-path": `url(#${clip})` });
   for (const b of spec.bands || []) {
     const bx0 = X(Math.max(b.x0, x0)), bx1 = X(Math.min(b.x1, x1));
     if (bx1 <= bx0) continue;
-    const r = svg("rect", { x: bx0, y: m.top, width: bx1 - bx0, height: h, fill: b.color, "fill-opacity": 0.16,
-      class: "band", "data-stage": b.stage });
+    const by = spec.lanes ? m.top + h - ((b.lane || 0) + 1) * laneH : m.top;
+    const r = svg("rect", { x: bx0, y: by, width: bx1 - bx0, height: spec.lanes ? laneH - 1 : h, fill: b.color,
+      "fill-opacity": spec.lanes ? 0.55 : 0.16, class: "band", "data-stage": b.stage, "data-lane": b.lane });
     r.append(svg("title", {}, b.label));
     bands.append(r);
+    if (spec.lanes) continue;
     const full = b.short || b.label;
     const label = bx1 - bx0 > full.length * 5.6 + 8 ? full : bx1 - bx0 > 14 ? String(b.stage ?? "") : "";
     if (label) bands.append(svg("text", { x: bx0 + 3, y: m.top + 10, class: "band-label" }, label));

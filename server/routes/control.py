@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from core.protocol import DbId
 from server import runs
 from server.deps import DB, Operator, Reader
-from server.schemas import ERRORS, Accepted, LrOut, LrRequest, ReasonBody, StageHold, StageJump, StagesOut
+from core.api import ERRORS, Accepted, LrOut, LrRequest, ReasonBody, StageHold, StageJump, StagesOut
 from server.views import event_out, run_out, stages_out
 
 router = APIRouter(prefix="/runs/{run_id}", tags=["control"], responses=ERRORS)

@@ -10,9 +10,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from core.protocol import DbId
-from server import events, leases, reports, runs, steps
+from server import events, leases, logs, reports, runs, steps
 from server.deps import DB, Reader
-from server.schemas import ERRORS, CheckpointOut, EventPage, Page, WorkerOut
+from core.api import ERRORS, CheckpointOut, EventPage, LogOut, LogPage, Page, WorkerOut
 from server.storage import stream_file
 from server.views import checkpoint_out, epoch_out, event_out
 
@@ -45,6 +45,16 @@ def list_steps(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=-
     runs.get_run(db, run_id)
     points = steps.thinned(db, run_id, after=after, max_points=max_points)
     return Page(items=points, next_cursor=str(points[-1]["step"]) if points else None)
+
+
+@router.get("/runs/{run_id}/logs", response_model=LogPage)
+def list_logs(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+              attempt: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None, limit: Limit = 1000) -> LogPage:
+    """What the run's worker wrote (log records, stdout, stderr), oldest first, after line id `after`."""
+    run = runs.get_run(db, run_id)
+    rows = logs.lines(db, run_id, after=after, attempt=attempt, limit=limit)
+    return LogPage(items=[LogOut.model_validate(r, from_attributes=True) for r in rows],
+                   next_cursor=str(rows[-1].id) if len(rows) == limit else None, dropped=logs.dropped(run))
 
 
 @router.get("/runs/{run_id}/checkpoints", response_model=list[CheckpointOut])

@@ -10,7 +10,7 @@ from starlette.background import BackgroundTask
 from core.protocol import DbId
 from server import runs
 from server.deps import DB, Operator, Reader
-from server.schemas import ERRORS, Accepted, ForkBody, ReasonBody, RunCreate, RunOut, RunPage
+from core.api import ERRORS, Accepted, ForkBody, ReasonBody, RunCreate, RunOut, RunPage, RunPatch
 from server.storage import delete_files
 from server.views import run_out
 
@@ -37,6 +37,14 @@ def list_runs(db: DB, _: Reader, status: Annotated[str | None, Query(max_length=
 @router.get("/{run_id}", response_model=RunOut)
 def get_run(run_id: DbId, db: DB, _: Reader) -> RunOut:
     return run_out(runs.get_run(db, run_id), with_recipe=True)
+
+
+@router.patch("/{run_id}", response_model=RunOut)
+def update_run(run_id: DbId, body: RunPatch, db: DB, who: Operator) -> RunOut:
+    """Name, tags and markdown note, in any state; recorded as a `run_updated` event."""
+    run = runs.get_run(db, run_id, for_update=True)
+    runs.update_run(db, run, who.actor, body.model_dump(exclude_unset=True))
+    return run_out(run, with_recipe=True)
 
 
 @router.post("/{run_id}/stop", status_code=202, response_model=Accepted)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from core.protocol import DbId
 from server import auth
 from server.deps import DB, Admin, forget_principals
-from server.schemas import ERRORS, TokenCreate, TokenCreated, TokenOut
+from core.api import ERRORS, TokenCreate, TokenCreated, TokenOut
 
 router = APIRouter(prefix="/tokens", tags=["tokens"], responses=ERRORS)
 

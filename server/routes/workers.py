@@ -21,15 +21,17 @@ from core.protocol import (
     FinishAnswer,
     Heartbeat,
     HeartbeatAnswer,
+    LogAnswer,
+    LogBatch,
     Registered,
     WorkerHello,
 )
-from server import leases, reports, rollbacks
+from server import leases, logs, reports, rollbacks
 from server.db import transaction
 from server.deps import DB, WorkerAuth
 from server.directives import directive
 from server.errors import Forbidden
-from server.schemas import ERRORS
+from core.api import ERRORS
 from server.storage import check_uri
 from server.views import claim_out
 
@@ -100,6 +102,14 @@ def report_checkpoint(run_id: DbId, body: CheckpointMessage, request: Request, d
     leases.renew(run, request.app.state.settings.lease_seconds)
     row, doomed = reports.record_checkpoint(db, run, body)
     return CheckpointAnswer(checkpoint_id=row.id, delete=[c.id for c in doomed], delete_uris=[c.uri for c in doomed])
+
+
+@router.post("/runs/{run_id}/logs", response_model=LogAnswer)
+def ship_logs(run_id: DbId, body: LogBatch, request: Request, db: DB, _: WorkerAuth) -> LogAnswer:
+    """Lines the run wrote, kept for its current attempt up to `SALA_LOG_LINES`."""
+    run = leases.held_run(db, run_id, body.lease_token)
+    dropped = logs.append(db, run, body, request.app.state.settings.log_lines)
+    return LogAnswer(stored=len(body.lines), dropped=dropped)
 
 
 @router.post("/runs/{run_id}/finish", response_model=FinishAnswer)

@@ -97,9 +97,9 @@ def test_runs_table_fills_with_a_real_worker(live, page):
     assert "w-browser #" in row.inner_text()
     assert "(1/3)" in row.inner_text() or "(2/3)" in row.inner_text()
     # CER and effective lr come from the worker's reports
-    cells = row.locator("td")
-    assert re.fullmatch(r"\d\.\d{3}", cells.nth(4).inner_text().strip())
-    assert re.fullmatch(r"\d\.\d{2}e-\d+", cells.nth(6).inner_text().strip())
+    cells = row.locator("td")  # a compare checkbox, name, status, stage, epoch, CER, seq acc, lr, …
+    assert re.fullmatch(r"\d\.\d{3}", cells.nth(5).inner_text().strip())
+    assert re.fullmatch(r"\d\.\d{2}e-\d+", cells.nth(7).inner_text().strip())
     page.locator(f"#runs-table tr[data-run-id='{queued['id']}'] [data-status=queued]").wait_for()
     page.select_option("#status-filter", "running")
     page.wait_for_function("document.querySelectorAll('#runs-table tbody tr[data-run-id]').length === 1")

@@ -230,6 +230,8 @@ def stub_server(calls: list[tuple[str, dict]]) -> httpx.MockTransport:
             return httpx.Response(200, json={"run_id": 1, "status": body["status"]})
         if path.endswith("/alerts"):
             return httpx.Response(200, json={"action": "continue", "directive": DIRECTIVE})
+        if path.endswith("/logs"):
+            return httpx.Response(200, json={"stored": len(body["lines"]), "dropped": 0})
         return httpx.Response(200, json={"lease_expires_at": "2030-01-01T00:00:00Z", "directive": DIRECTIVE})
 
     return httpx.MockTransport(answer)
@@ -240,7 +242,7 @@ def test_the_worker_fails_the_run_with_a_clear_reason_when_the_disk_is_full(tmp_
 
     agent = Agent("http://127.0.0.1:9", None, "disk-full", artifacts_url=str(tmp_path / "store"), device="cpu")
     calls: list[tuple[str, dict]] = []
-    agent.client._http = httpx.Client(base_url="http://stub/api/v1", transport=stub_server(calls))
+    agent.client._http.http = httpx.Client(base_url="http://stub", transport=stub_server(calls))
     agent.heartbeat_s = 0.2
     local_disk.saves_left = 1
     claim = Claim(run_id=1, run_name="disk", recipe=tiny_recipe(**RECIPE), lease_token="l" * 32, attempt=1,
@@ -248,6 +250,8 @@ def test_the_worker_fails_the_run_with_a_clear_reason_when_the_disk_is_full(tmp_
     assert agent.train(claim) == "failed"
     finish = [body for path, body in calls if path.endswith("/finish")]
     assert len(finish) == 1 and finish[0]["status"] == "failed"
+    shipped = [line["message"] for path, body in calls if path.endswith("/logs") for line in body["lines"]]
+    assert any("No space left on device" in message for message in shipped)  # the traceback reached the server
     assert "No space left on device" in finish[0]["error"].splitlines()[0], finish[0]["error"][:300]
     reported = [body for path, body in calls if path.endswith("/checkpoints")]
     assert [r["epoch"] for r in reported] == [1]

@@ -38,6 +38,7 @@ LEASE_BODIES = {
                     "sha256": "0" * 64, "size": 1},
     "finish": {"status": "failed", "error": "not yours"},
     "alerts": {"kind": "nonfinite", "detail": {"consecutive": 5}},
+    "logs": {"lines": [{"ts": "2026-01-01T00:00:00Z", "level": "INFO", "source": "t", "message": "not yours"}]},
 }
 
 
@@ -118,7 +119,7 @@ def world(client, tokens, settings):
 def _fill(path: str, world) -> str:
     run_a = world["held"]["a"][0]
     return (path.replace("{run_id}", str(run_a)).replace("{worker_id}", str(world["held"]["a"][2]))
-            .replace("{checkpoint_id}", "1").replace("{token_id}", "1"))
+            .replace("{checkpoint_id}", "1").replace("{token_id}", "1").replace("{webhook_id}", "1"))
 
 
 # ---- roles ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ a lost lease stops the worker at once, and scalars/acks survive a failed heartbe
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import httpx
@@ -12,8 +13,8 @@ from tests.e2e.conftest import get
 from tests.live import live_server
 from worker import agent as agent_module
 from worker.agent import Agent, HttpController
-from core.protocol import Directive
-from worker.client import LeaseLost, SalaClient
+from client import LeaseLost, SalaClient
+from core.protocol import Directive, WorkerHello
 
 RECIPE = {"training": {"max_rollbacks": 1, "nonfinite_patience": 2}}
 CONTINUE = Directive(action="continue", stage_index=0)
@@ -37,8 +38,8 @@ def test_nonfinite_alerts_roll_back_once_then_fail(tmp_path, monkeypatch):
     with live_server(tmp_path) as server:
         rid = httpx.post(f"{server.api}/runs", json={"name": "nan", "recipe": RECIPE}).json()["id"]
         worker = Agent(server.url, None, "t", claim_wait_s=1)
-        info = worker.client.call("POST", "/workers", {"name": "t"})
-        worker.worker_id, worker.heartbeat_s, worker.artifacts_url = info["worker_id"], 5.0, info["artifacts_url"]
+        info = worker.client.register(WorkerHello(name="t"))
+        worker.worker_id, worker.heartbeat_s, worker.artifacts_url = info.worker_id, 5.0, info.artifacts_url
         outcomes = [worker.train(worker.claim()) for _ in range(2)]
         run = get(server.api, f"/runs/{rid}")
         kinds = [e["kind"] for e in get(server.api, f"/runs/{rid}/events")["items"]]
@@ -51,10 +52,9 @@ def test_nonfinite_alerts_roll_back_once_then_fail(tmp_path, monkeypatch):
 def test_lost_lease_raises_on_next_poll(tmp_path):
     with live_server(tmp_path) as server:
         client = SalaClient(server.url)
-        httpx.post(f"{server.api}/runs", json={"name": "x"})
-        wid = client.call("POST", "/workers", {"name": "w"})["worker_id"]
-        claim = client.call("POST", f"/workers/{wid}/claim", {})
-        controller = HttpController(client, claim["run_id"], "f" * 32, CONTINUE, 60.0, threading.Event())
+        client.create_run(name="x")
+        claim = client.claim(client.register(WorkerHello(name="w")).worker_id)
+        controller = HttpController(client, claim.run_id, "f" * 32, CONTINUE, 60.0, threading.Event())
         with pytest.raises(LeaseLost):
             controller.beat()
         with pytest.raises(LeaseLost):
@@ -65,14 +65,13 @@ def test_lost_lease_raises_on_next_poll(tmp_path):
 def test_undelivered_scalars_and_acks_are_kept_for_the_next_beat(tmp_path):
     with live_server(tmp_path) as server:
         client = SalaClient(server.url)
-        rid = httpx.post(f"{server.api}/runs", json={"name": "x"}).json()["id"]
-        wid = client.call("POST", "/workers", {"name": "w"})["worker_id"]
-        claim = client.call("POST", f"/workers/{wid}/claim", {})
-        event_id = httpx.post(f"{server.api}/runs/{rid}/lr", json={"scale": 0.5}).json()["event_id"]
-        controller = HttpController(client, rid, claim["lease_token"], CONTINUE, 60.0, threading.Event())
+        rid = client.create_run(name="x").id
+        claim = client.claim(client.register(WorkerHello(name="w")).worker_id)
+        event_id = client.set_lr(rid, scale=0.5).event_id
+        controller = HttpController(client, rid, claim.lease_token, CONTINUE, 60.0, threading.Event())
         controller.log_step(1, {"loss": 2.0})
         controller.acknowledge((event_id,), 1)
-        broken = SalaClient("http://127.0.0.1:9", give_up_after=0.1)
+        broken = SalaClient("http://127.0.0.1:9", retry_for=0.1)
         controller.client = broken
         with pytest.raises(ConnectionError):
             controller.beat()
@@ -87,3 +86,34 @@ def test_undelivered_scalars_and_acks_are_kept_for_the_next_beat(tmp_path):
 
 def test_agent_module_reports_cpu_device():
     assert agent_module._devices() == ["cpu"]
+
+
+class CrashingTrainer:
+    """Stands in for the torch trainer: prints, logs, then fails the way a bug would."""
+
+    def __init__(self, recipe, controller, **_):
+        pass
+
+    def run(self, resume=None):
+        print("loading fonts from /no/such/folder")
+        logging.getLogger("sala.trainer").warning("no font covers U+17D2")
+        raise RuntimeError("the renderer gave up")
+
+
+def test_a_failed_runs_last_lines_reach_the_server(tmp_path, monkeypatch):
+    import worker.trainer
+
+    monkeypatch.setattr(worker.trainer, "Trainer", CrashingTrainer)
+    with live_server(tmp_path) as server:
+        client = SalaClient(server.url)
+        rid = client.create_run(name="crash").id
+        worker = Agent(server.url, None, "t", claim_wait_s=1)
+        info = worker.client.register(WorkerHello(name="t"))
+        worker.worker_id, worker.heartbeat_s, worker.artifacts_url = info.worker_id, 60.0, info.artifacts_url
+        assert worker.train(worker.claim()) == "failed"
+        lines = list(client.logs(rid))
+    assert [(line.source, line.message) for line in lines[:2]] == [
+        ("stdout", "loading fonts from /no/such/folder"), ("sala.trainer", "no font covers U+17D2")]
+    last = lines[-1]
+    assert last.source == "sala.worker" and last.level == "ERROR" and last.attempt == 1
+    assert "RuntimeError: the renderer gave up" in last.message and "Traceback" in last.message

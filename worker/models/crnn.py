@@ -82,20 +82,29 @@ class CRNN(nn.Module):
 
     def forward(self, images: Tensor, widths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Return ``(features [T, B, F], lengths [B])``; ``widths`` defaults to the padded width."""
-        if images.shape[2] != self.image_height:
-            raise ValueError(f"expected height {self.image_height}, got {images.shape[2]}")
-        maps = self.conv(images.contiguous(memory_format=torch.channels_last))
-        b, c, h, t = maps.shape
-        seq = maps.reshape(b, c * h, t).permute(2, 0, 1)
+        seq = self.sequence(images)
+        t, b = seq.shape[:2]
         if widths is None:
             lengths = torch.full((b,), t, dtype=torch.long)
         else:
             lengths = self.output_lengths(widths.cpu()).clamp(max=t)
-        out = self._bilstm(seq, lengths.to(seq.device), ragged=bool((lengths < t).any()))
+        out = self.bilstm(seq, lengths.to(seq.device), ragged=bool((lengths < t).any()))
         return self.dropout(out), lengths.to(images.device)
 
-    def _bilstm(self, seq: Tensor, lengths: Tensor, ragged: bool) -> Tensor:
-        """The stacked BiLSTM over padded ``seq [T, B, F]``; zeros past each line's length."""
+    def sequence(self, images: Tensor) -> Tensor:
+        """The conv maps as a sequence of frames ``[T, B, C * H']``, the height folded into channels."""
+        if images.shape[2] != self.image_height:
+            raise ValueError(f"expected height {self.image_height}, got {images.shape[2]}")
+        maps = self.conv(images.contiguous(memory_format=torch.channels_last))
+        b, c, h, t = maps.shape
+        return maps.reshape(b, c * h, t).permute(2, 0, 1)
+
+    def bilstm(self, seq: Tensor, lengths: Tensor, ragged: bool) -> Tensor:
+        """The stacked BiLSTM over padded ``seq [T, B, F]``; zeros past each line's length.
+
+        ``ragged=False`` (every line as long as the batch) reverses with a flip; the ragged path's
+        gather gives the same numbers for full-length lines, so an exported model (which cannot
+        branch on the lengths it is given) always takes it."""
         rnn, t = self.rnn, seq.shape[0]
         steps = torch.arange(t, device=seq.device)[:, None]
         valid = steps < lengths[None, :]  # [T, B]

@@ -1,5 +1,9 @@
-"""Request and response bodies of the API people use (the worker protocol's are `core.protocol`).
-Requests forbid unknown keys and bound every string and list."""
+"""The API people use, as types: request bodies and answers (the worker protocol's are `core.protocol`).
+
+The server validates requests with them and declares its answers with them; the Python client
+(`client`) parses the answers into them, so both read one definition. Requests forbid unknown keys
+and bound every string and list; answers ignore keys they do not know, so a newer server can add
+some. Stages here count from 1, as people number them."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from core.protocol import DbId, Name
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=50, strip_whitespace=True,
                                        pattern=r"^[^,]+$")]
 Reason = Annotated[str, StringConstraints(max_length=500)]
+Note = Annotated[str, StringConstraints(max_length=20_000)]
 
 
 class Request(BaseModel):
@@ -31,6 +36,28 @@ class RunCreate(Request):
 
 class ReasonBody(Request):
     reason: Reason | None = None
+
+
+class RunPatch(Request):
+    """A run's name, tags and note, any of them; the fields not given stay as they are."""
+
+    name: Name | None = None
+    tags: list[Tag] | None = Field(None, max_length=20)
+    note: Note | None = Field(None, description="markdown; null or empty clears it")
+
+    @field_validator("note")
+    @classmethod
+    def _null_clears(cls, note: str | None) -> str:
+        return note or ""
+
+    @model_validator(mode="after")
+    def _something(self) -> RunPatch:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of name, tags or note")
+        nulls = [k for k in ("name", "tags") if k in self.model_fields_set and getattr(self, k) is None]
+        if nulls:
+            raise ValueError(f"{nulls[0]} cannot be null")
+        return self
 
 
 class ForkBody(Request):
@@ -74,6 +101,19 @@ class LrRequest(Request):
         return self
 
 
+WebhookKind = Literal["stage_transition", "recommendation", "alert", "run_finished", "run_failed",
+                      "override_applied"]
+WEBHOOK_KINDS: tuple[str, ...] = WebhookKind.__args__
+
+
+class WebhookCreate(Request):
+    url: Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://[^\s]+$")]
+    events: list[WebhookKind] = Field(min_length=1, max_length=len(WEBHOOK_KINDS))
+    secret: Annotated[str, StringConstraints(min_length=16, max_length=200)] = Field(
+        description="Signs every delivery (HMAC-SHA256); never shown again.")
+    name: Name | None = None
+
+
 class TokenCreate(Request):
     name: Name
     role: Literal["viewer", "operator", "worker", "admin"]
@@ -105,6 +145,7 @@ class RunOut(BaseModel):
     max_restarts: int
     priority: int
     tags: list[str]
+    note: str = Field("", description="a person's markdown note")
     epoch: int
     step: int
     max_epochs: int
@@ -210,6 +251,67 @@ class WorkerOut(BaseModel):
     version: str
     registered_at: dt.datetime
     last_seen_at: dt.datetime
+
+
+class LogOut(BaseModel):
+    id: int
+    attempt: int
+    ts: dt.datetime = Field(description="when the worker wrote it (the worker's clock)")
+    level: str
+    source: str = Field(description="a logger's name, or stdout / stderr")
+    message: str
+
+
+class LogPage(Page):
+    items: list[LogOut]
+    dropped: dict[int, int] = Field(description="per attempt: the oldest lines dropped by the size cap")
+
+
+class WebhookOut(BaseModel):
+    id: int
+    name: str
+    url: str
+    events: list[str]
+    created_at: dt.datetime
+    created_by: str
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    webhook_id: int
+    kind: str
+    run_id: int | None
+    event_id: int | None
+    status: str = Field(description="pending | delivered | failed | dropped")
+    attempts: int
+    response_status: int | None
+    error: str | None
+    created_at: dt.datetime
+    next_attempt_at: dt.datetime | None
+    delivered_at: dt.datetime | None
+
+
+class DeliveryPage(Page):
+    items: list[DeliveryOut]
+
+
+class WebhookRun(BaseModel):
+    id: int
+    name: str
+    status: str
+    stage: StageRef
+
+
+class WebhookPayload(BaseModel):
+    """What a webhook receives, signed: `X-Sala-Signature: sha256=HMAC(secret, "<timestamp>.<body>")`
+    with the `X-Sala-Timestamp` header. `text` is a line for Slack (and Discord's Slack-compatible
+    URL); `event` is the audit event behind the delivery, stages counted from 1."""
+
+    delivery_id: int
+    kind: str
+    text: str
+    run: WebhookRun | None
+    event: EventOut
 
 
 class TokenOut(BaseModel):
