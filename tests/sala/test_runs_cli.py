@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from client import SalaClient
+from core.recipe import Recipe
 from core.protocol import EpochMessage, Finish, LogBatch, LogLine, WorkerHello
 from sala.cli import app
 from tests.live import SALA, live_server, sala_env
@@ -109,7 +110,8 @@ def test_watch_renders_one_frame_and_checkpoints_list(sala, server):
     client, rid, _ = trained(server)
     frame = sala("watch", str(rid), "--once")
     assert "watched" in frame and "running" in frame and "epoch 2/6" in frame
-    assert "val_sequence_accuracy ≥ 0.9" in frame and "≤ 0h02m00s" in frame  # 4 epochs × 30 s
+    first = Recipe().curriculum.stages[0]
+    assert f"val_sequence_accuracy ≥ {first.success_threshold:g}" in frame and "≤ 0h02m00s" in frame  # 4 epochs × 30 s
     assert "0.25" in frame  # epoch 2's val_cer in the last-epochs table
     assert json.loads(sala("checkpoints", str(rid), "--json")) == []
 
