@@ -94,7 +94,7 @@ def _prefix_beam(
         for prefix, (p_blank, p_char) in beams.items():
             total = _logaddexp(p_blank, p_char)
             nxt[prefix][0] = _logaddexp(nxt[prefix][0], total + frame[blank])
-            for c in tokens:
+            for c in _with_last(tokens, prefix):
                 new = (*prefix, c)
                 if prefix and prefix[-1] == c:
                     nxt[prefix][1] = _logaddexp(nxt[prefix][1], p_char + frame[c])
@@ -109,6 +109,12 @@ def _prefix_beam(
     return list(best), final[best]
 
 
+def _with_last(tokens: list[int], prefix: tuple[int, ...]) -> list[int]:
+    """The frame's likely characters plus the prefix's last one, which this frame may continue or repeat
+    (after a blank) even when other characters look likelier here."""
+    return tokens if not prefix or prefix[-1] in tokens else [*tokens, prefix[-1]]
+
+
 @torch.no_grad()
 def beam_search(
     logits: Tensor,
@@ -119,11 +125,16 @@ def beam_search(
     length_bonus: float = 0.0,
     blank: int = 0,
 ) -> tuple[list[list[int]], Tensor]:
-    """CTC prefix beam search; with ``lm``, shallow fusion adds ``lm_weight * log P_lm(c | prefix)``
-    (and ``length_bonus``) at each extension and ``lm_weight * log P_lm(end | prefix)`` at the end.
+    """CTC prefix beam search, ranking prefixes by the usual shallow-fusion score
 
-    Each frame only expands its ``beam_width`` most likely characters: a character outside them
-    rarely reaches the beam, and the pruning keeps the Python loop affordable on CPU.
+        log P_ctc(y | x) + lm_weight * log P_lm(y) + length_bonus * |y|
+
+    where P_lm includes the end of the line. The length bonus offsets the LM's and CTC's
+    preference for short outputs (every character costs the LM a log-probability below 0).
+
+    Each frame only expands its ``beam_width`` most likely characters, plus each prefix's last
+    character: a character outside them rarely reaches the beam, and the pruning keeps the
+    Python loop affordable on CPU.
     """
     log_p = logits.float().log_softmax(-1).cpu()
     k = min(beam_width, log_p.shape[-1] - 1)
