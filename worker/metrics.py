@@ -11,18 +11,13 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from rapidfuzz.distance import Levenshtein
 from torch import Tensor
 
 
 def edit_distance(a: Sequence, b: Sequence) -> int:
-    """Levenshtein distance (unit insert, delete, substitute), one row of the table at a time."""
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
+    """Levenshtein distance (unit insert, delete, substitute) over any sequences of hashables."""
+    return Levenshtein.distance(a, b)
 
 
 def character_error_rate(predictions: Sequence[Sequence], references: Sequence[Sequence]) -> float:

@@ -1,4 +1,5 @@
 import math
+import random
 
 import pytest
 import torch
@@ -15,10 +16,32 @@ from worker.metrics import (
 )
 
 
+def reference_edit_distance(a, b) -> int:
+    """The textbook dynamic programme, one row of the table at a time."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
 def test_edit_distance() -> None:
     assert edit_distance("kitten", "sitting") == 3
     assert edit_distance([], [1, 2]) == 2
     assert edit_distance([1, 2, 3], [1, 2, 3]) == 0
+    assert edit_distance(["ក្រ", "ុ", "ង"], ["ក្រ", "ង"]) == 1  # clusters are units
+
+
+def test_edit_distance_agrees_with_the_reference_on_random_sequences() -> None:
+    rng = random.Random(5)
+    for _ in range(500):
+        a = [rng.randrange(1, 6) for _ in range(rng.randrange(0, 30))]
+        b = [rng.randrange(1, 6) for _ in range(rng.randrange(0, 30))]
+        assert edit_distance(a, b) == reference_edit_distance(a, b)
+        text_a, text_b = "".join(chr(0x1780 + x) for x in a), "".join(chr(0x1780 + x) for x in b)
+        assert edit_distance(text_a, text_b) == reference_edit_distance(a, b)
 
 
 def test_cer_is_corpus_level() -> None:
