@@ -11,6 +11,7 @@ import typer
 
 from sala.runs_cli import app as runs_app
 from worker.data.cli import app as data_app
+from worker.eval_cli import eval_command
 from worker.export_cli import export_command
 from worker.recipe_cli import app as recipe_app
 from worker.train_cli import predict_command, train_command
@@ -22,6 +23,7 @@ app.add_typer(recipe_app, name="recipe", help="Write and check training recipes.
 app.add_typer(data_app, name="data", help="Look at training data before training.")
 app.command("train")(train_command)
 app.command("predict")(predict_command)
+app.command("eval")(eval_command)
 app.command("export")(export_command)
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")

@@ -1,7 +1,6 @@
 """`sala train` and `sala predict`: training and reading without a server.
 
-The lead registers these on the top-level app: ``app.command("train")(train_command)`` and
-``app.command("predict")(predict_command)``; this module's own ``app`` carries both too.
+`server.cli` registers both on the top-level app; this module's own ``app`` carries both too.
 Exit codes: 0 done (completed, paused or stopped), 1 bad recipe or input, 2 unreadable file.
 """
 
@@ -83,34 +82,39 @@ def _train(spec, out: Path, resume: str | None, device: str | None, progress: bo
     return status
 
 
+# Decoding defaults of `sala predict` and `sala eval`, chosen by measurement (docs/TRAINING.md, "Decoding").
+DECODER, BEAM_WIDTH, LM_WEIGHT, LENGTH_BONUS = "beam", 10, 0.3, 2.0
+Decoder = Annotated[str, typer.Option(help="greedy | beam (beam fuses the LM head when present)")]
+BeamWidth = Annotated[int, typer.Option(min=1, max=100, help="prefixes kept per frame")]
+LmWeight = Annotated[float, typer.Option(min=0.0, help="alpha: weight of the LM's log-probability")]
+LengthBonus = Annotated[float, typer.Option(help="beta: score added per character read")]
+
+
 @app.command("predict")
 def predict_command(
     images: Annotated[Optional[list[Path]], typer.Argument(help="line images; none = read paths from stdin")] = None,
     checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="checkpoint path or URL")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="a model `sala export` wrote (.onnx or "
                                                   "TorchScript), read without the training code")] = None,
-    decoder: Annotated[str, typer.Option(help="greedy | beam (beam rescores with the LM head when present)")] = "greedy",
-    beam_width: Annotated[int, typer.Option(min=1, max=100)] = 10,
-    lm_weight: Annotated[float, typer.Option(min=0.0)] = 0.3,
+    decoder: Annotated[Optional[str], typer.Option(
+        help=f"greedy | beam (fuses the LM head); default: {DECODER} for a checkpoint, greedy for --model")] = None,
+    beam_width: BeamWidth = BEAM_WIDTH,
+    lm_weight: LmWeight = LM_WEIGHT,
+    length_bonus: LengthBonus = LENGTH_BONUS,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
 ) -> None:
     """Print `path<TAB>text<TAB>confidence` for each line image, read by a checkpoint or an exported model."""
-    if decoder not in ("greedy", "beam"):
+    if decoder not in (None, "greedy", "beam"):
         raise typer.BadParameter("greedy or beam", param_hint="--decoder")
     if (checkpoint is None) == (model is None):
         raise typer.BadParameter("give exactly one of --checkpoint or --model")
     if model is not None and decoder == "beam":
         raise typer.BadParameter("an exported model decodes greedily (beam search needs the LM head)",
                                  param_hint="--decoder")
-    from worker.checkpoints import CheckpointCorrupt
-
     paths = images or [Path(line.strip()) for line in sys.stdin if line.strip()]
-    try:
-        reader = _exported(model) if model is not None else Reader(
-            checkpoint, device=device, decoder=decoder, beam_width=beam_width, lm_weight=lm_weight)
-    except (OSError, CheckpointCorrupt, ValueError) as exc:
-        console.print(f"cannot load {checkpoint or model}: {exc}")
-        raise typer.Exit(2) from None
+    reader = _exported(model) if model is not None else open_reader(
+        checkpoint, device=device, decoder=decoder or DECODER, beam_width=beam_width, lm_weight=lm_weight,
+        length_bonus=length_bonus)
     failed = 0
     for path in paths:
         try:
@@ -132,43 +136,71 @@ def _exported(path: Path):
     except ImportError as exc:
         console.print(str(exc))
         raise typer.Exit(2) from None
+    except (OSError, ValueError) as exc:
+        console.print(f"cannot load {path}: {exc}")
+        raise typer.Exit(2) from None
+
+
+def open_reader(checkpoint: str, **options) -> Reader:
+    """A Reader; a usage error on an unknown decoder, exit 2 with the reason when the checkpoint cannot be loaded."""
+    from worker.checkpoints import CheckpointCorrupt
+
+    if options.get("decoder") not in ("greedy", "beam"):
+        raise typer.BadParameter("greedy or beam", param_hint="--decoder")
+    try:
+        return Reader(checkpoint, **options)
+    except (OSError, CheckpointCorrupt) as exc:
+        console.print(f"cannot load {checkpoint}: {exc}")
+        raise typer.Exit(2) from None
 
 
 class Reader:
     """A checkpoint's model reading one line image at a time."""
 
-    def __init__(self, checkpoint: str, *, device: str = "cpu", decoder: str = "greedy", beam_width: int = 10,
-                 lm_weight: float = 0.3) -> None:
+    def __init__(self, checkpoint: str, *, device: str = "cpu", decoder: str = DECODER, beam_width: int = BEAM_WIDTH,
+                 lm_weight: float = LM_WEIGHT, length_bonus: float = LENGTH_BONUS) -> None:
         from worker.trainer import load_model
 
         self.model, state = load_model(checkpoint, device)
         self.height = state["model_config"]["image_height"]
         self.device, self.decoder = device, decoder
-        self.beam_width, self.lm_weight = beam_width, lm_weight
+        self.beam_width, self.lm_weight, self.length_bonus = beam_width, lm_weight, length_bonus
 
     def read(self, path: Path) -> tuple[str, float]:
         """The text and a confidence in [0, 1]: the confidence head's, else the best path's mean probability."""
         import math
 
+        import torch
+
+        from worker.decode import greedy_decode
+        from worker.khmer import decode
+
+        out = self.forward(path)
+        sequences, _ = self.decode(out["logits"], out["lengths"])
+        if "confidence_logit" in out:
+            confidence = float(torch.sigmoid(out["confidence_logit"][0]))
+        else:  # not the beam's score: its LM and length terms are no probability
+            _, best = greedy_decode(out["logits"], out["lengths"])
+            confidence = math.exp(float(best[0]) / max(1, int(out["lengths"][0])))
+        return decode(sequences[0]), confidence
+
+    def forward(self, path: Path) -> dict:
+        """The model's outputs for one line image, scaled to the model's height."""
         import numpy as np
         import torch
 
         from worker.data.real import load_line_image
-        from worker.decode import beam_search, greedy_decode
-        from worker.khmer import decode
 
         image = load_line_image(Path(path), self.height, 32)
         pixels = torch.from_numpy(np.asarray(image, np.float32) / 255.0)[None, None].to(self.device)
         with torch.no_grad():
-            out = self.model(pixels, torch.tensor([pixels.shape[-1]]))
-        logits, lengths = out["logits"], out["lengths"]
-        if self.decoder == "beam":
-            lm = self.model.heads["language_modeling"] if "language_modeling" in self.model.heads else None
-            sequences, scores = beam_search(logits, lengths, self.beam_width, lm, self.lm_weight)
-        else:
-            sequences, scores = greedy_decode(logits, lengths)
-        if "confidence_logit" in out:
-            confidence = float(torch.sigmoid(out["confidence_logit"][0]))
-        else:
-            confidence = math.exp(float(scores[0]) / max(1, int(lengths[0])))
-        return decode(sequences[0]), confidence
+            return self.model(pixels, torch.tensor([pixels.shape[-1]]))
+
+    def decode(self, logits, lengths):
+        """Sequences and scores by this reader's decoder (`worker.decode`)."""
+        from worker.decode import beam_search, greedy_decode
+
+        if self.decoder == "greedy":
+            return greedy_decode(logits, lengths)
+        lm = self.model.heads["language_modeling"] if "language_modeling" in self.model.heads else None
+        return beam_search(logits, lengths, self.beam_width, lm, self.lm_weight, self.length_bonus)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import track
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, track
 from rich.table import Table
 
 from worker.data.real import LABELS, scan_folder
@@ -172,6 +172,30 @@ def corpus(
     dropped = ", ".join(f"{n} {why}" for why, n in report.dropped.most_common()) or "none"
     console.print(f"read {report.read} entries, wrote {report.kept} to {out} ({held} held out for validation); "
                   f"dropped: {dropped}", soft_wrap=True)
+
+
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option(help="folder to write OUT/clean and OUT/degraded into")],
+    lines: Annotated[int, typer.Option(min=1, help="lines per set")] = 300,
+    seed: int = 0,
+    content: Annotated[str, typer.Option(help="lines | words")] = "lines",
+) -> None:
+    """Render the held-out benchmark: held-out corpus text in the held-out fonts, clean and degraded."""
+    from worker.data.bench import SETS, write_bench
+
+    if content not in ("lines", "words"):
+        raise typer.BadParameter("lines or words", param_hint="--content")
+    with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+        task = bar.add_task("bench", total=lines)
+        try:
+            written = write_bench(out, lines=lines, seed=seed, content=content, on_line=lambda: bar.advance(task))
+        except ValueError as exc:
+            console.print(str(exc), soft_wrap=True)
+            raise typer.Exit(1) from None
+    fonts = Counter(line.font for line in written)
+    console.print(f"wrote {len(written)} {content} per set to " + ", ".join(str(out / s) for s in SETS)
+                  + "; fonts: " + ", ".join(f"{f} {n}" for f, n in sorted(fonts.items())), soft_wrap=True)
 
 
 def _coverage(rows) -> None:
