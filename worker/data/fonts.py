@@ -39,6 +39,9 @@ HELD_OUT = "held-out"
 # Whole designs, matched on the start of the family name: "Khmer Busra" takes in Busra Bunong,
 # MOE, dict, diagnostic, dot, high and xspace, which are one design with small changes.
 HELD_OUT_FAMILIES = ("Khmer OS Siemreap", "Khmer Busra", "Noto Serif Khmer")
+# Faces that do not draw text as it is written: "dot" draws KA as a dotted circle, "diagnostic" and
+# "xspace" draw every space as a visible mark. Their images would contradict their labels.
+MISDRAWN = ("Khmer Busra dot", "Khmer Busra diagnostic", "Khmer Busra xspace")
 HELD_OUT_PACKAGES = "fonts-khmeros fonts-sil-mondulkiri fonts-sil-mondulkiri-extra fonts-noto-core"
 SUFFIXES = {".ttf", ".otf", ".ttc"}
 # Variable-font instances drawn from: a few steps per axis keep the per-instance font cache small.
@@ -156,6 +159,9 @@ def resolve(specs: Sequence[str | Path], *, exclude_designs: Iterable[str] = ())
                 continue
             if not draws_khmer(face):
                 no_khmer.append(path.name)
+                continue
+            if face.family in MISDRAWN:
+                log.info("font %s draws text other than it is written; not used", path)
                 continue
             if face.design in excluded:
                 log.info("font %s is a validation design; not used for training", path)

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from worker.data.bench import HEIGHT, MISDRAWN, SETS, held_out_designs, write_bench
+from worker.data.bench import HEIGHT, SETS, held_out_designs, write_bench
+from worker.data.fonts import MISDRAWN
 from worker.data.corpus import load_corpus
 from worker.data.fonts import HELD_OUT, plan
 from worker.data.real import scan_folder

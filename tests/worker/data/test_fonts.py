@@ -20,6 +20,8 @@ def test_the_default_plan_trains_on_many_designs_and_validates_on_held_out_ones(
     assert not train & val
     assert not any(f.family.startswith(fonts.HELD_OUT_FAMILIES) for f in p.train)
     assert {f.design for f in p.val} == set(fonts.HELD_OUT_FAMILIES)
+    # faces that draw text other than it is written (a dotted KA, visible spaces) are never used
+    assert not any(f.family in fonts.MISDRAWN for f in p.train + p.val)
 
 
 @needs_debian_fonts
