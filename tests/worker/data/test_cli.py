@@ -36,6 +36,7 @@ def test_preview_sheet_shows_every_sample_and_the_files_load_back_as_the_samples
     import numpy as np
     from PIL import Image
 
+    from core.recipe import Recipe
     from worker.data import DataSources, build_train_dataset
     from worker.data.real import load_line_image
 
@@ -44,8 +45,9 @@ def test_preview_sheet_shows_every_sample_and_the_files_load_back_as_the_samples
     images = [Image.open(tmp_path / f"lines_{i:05d}.png") for i in range(8)]
     sheet = np.asarray(Image.open(tmp_path / "sheet.png"))
     assert sheet.size >= sum(i.width * i.height for i in images) and (sheet < 100).sum() > 0
-    dataset = build_train_dataset(DataSources.create(image_height=24), "lines", epoch=0, seed=3, length=8,
-                                  augmentation=1.0)
+    default = Recipe()
+    sources = DataSources.create(fonts=default.data.synthetic.fonts, val_fonts=default.validation.fonts, image_height=24)
+    dataset = build_train_dataset(sources, "lines", epoch=0, seed=3, length=8, augmentation=1.0)
     for i in range(8):
         loaded = np.asarray(load_line_image(tmp_path / f"lines_{i:05d}.png", 24, 32), np.float32) / 255
         assert np.abs(loaded - dataset[i]["image"][0].numpy()).mean() < 0.03
