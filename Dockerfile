@@ -15,6 +15,14 @@ ENV PYTHONUNBUFFERED=1 \
 
 RUN pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
 
+# Khmer fonts: training draws every face fontconfig lists and validates on held-out designs
+# (Khmer OS Siemreap, Khmer Busra, Noto Serif Khmer); raqm shapes Khmer; Tesseract's khm model is
+# what `sala eval --tesseract` compares with.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fontconfig libraqm0 fonts-khmeros fonts-sil-mondulkiri \
+       fonts-sil-mondulkiri-extra fonts-noto-core tesseract-ocr tesseract-ocr-khm \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY server ./server

@@ -85,7 +85,7 @@ def tessdata_words(traineddata: str | Path) -> list[str]:
     tools = {t: shutil.which(t) for t in ("combine_tessdata", "dawg2wordlist")}
     if not all(tools.values()):
         raise CorpusError("combine_tessdata and dawg2wordlist are needed (Debian/Ubuntu: apt-get install "
-                          "tesseract-ocr libtesseract-dev; macOS: brew install tesseract)")
+                          "tesseract-ocr; macOS: brew install tesseract)")
     if not Path(traineddata).is_file():
         raise CorpusError(f"{traineddata} is not a file (Debian/Ubuntu: apt-get install tesseract-ocr-khm)")
     with tempfile.TemporaryDirectory() as tmp:
