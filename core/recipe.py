@@ -512,6 +512,28 @@ def load_recipe(source: str | Path | Mapping[str, Any]) -> Recipe:
     return parse_recipe(_parse(_read(source)))
 
 
+# Named starting points for `sala recipe init --preset`. `default` is `Recipe()`, sized for CPU
+# (docs/TRAINING.md, "The default model"). `large` is for a GPU: taller lines keep stacked subscripts
+# and vowels apart, and a wider network pays off where a step is launch-bound rather than compute-bound.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "large": {
+        "name": "khmer-crnn-large",
+        "model": {"image_height": 48, "conv_channels": [64, 128, 256, 384], "hidden_size": 256, "lstm_layers": 3},
+        "data": {"workers": 8},
+        "training": {"batch_size": 128, "steps_per_epoch": 500, "precision": "auto", "device": "cuda"},
+        "optimizer": {"lr": 1e-3},
+    },
+}
+
+
+def preset(name: str) -> Recipe:
+    """A named recipe; `KeyError` names the known ones."""
+    if name not in PRESETS:
+        raise KeyError(f"no preset {name!r}; presets: {', '.join(PRESETS)}")
+    return load_recipe(PRESETS[name])
+
+
 def apply_patch(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
     """Deep-merge `patch` into a copy of `base` for run forks.
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from core.recipe import Recipe, RecipeError, RecipeParseError, dump_commented_yaml, load_recipe
+from core.recipe import Recipe, RecipeError, RecipeParseError, dump_commented_yaml, load_recipe, preset
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -54,9 +54,13 @@ def summary(recipe: Recipe) -> str:
 def init(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write here instead of stdout")] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
+    preset_name: Annotated[str, typer.Option("--preset", help="default (sized for CPU) | large (for a GPU)")] = "default",
 ) -> None:
-    """Write the default Khmer recipe as commented YAML."""
-    text = dump_commented_yaml(Recipe())
+    """Write the default Khmer recipe (or a preset) as commented YAML."""
+    try:
+        text = dump_commented_yaml(preset(preset_name))
+    except KeyError as exc:
+        raise _fail(str(exc.args[0]), 1) from None
     if out is None:
         typer.echo(text, nl=False)
         return

@@ -37,6 +37,24 @@ def test_init_writes_a_file_and_refuses_to_overwrite_it(tmp_path):
     assert load_recipe(out) == Recipe()
 
 
+def test_the_large_preset_is_a_bigger_taller_model_that_runs(tmp_path):
+    import torch
+
+    from worker.trainer import build_model, model_config
+
+    result = sala("init", "--preset", "large")
+    assert result.exit_code == 0
+    large, default = load_recipe(result.stdout), Recipe()
+    assert large.model.image_height > default.model.image_height
+    models = {r.model.image_height: build_model(model_config(r)) for r in (large, default)}
+    sizes = {h: sum(p.numel() for p in m.parameters()) for h, m in models.items()}
+    assert sizes[large.model.image_height] > 4 * sizes[default.model.image_height]
+    out = models[large.model.image_height].eval()(torch.zeros(2, 1, large.model.image_height, 96), torch.tensor([96, 64]))
+    assert out["logits"].shape[:2] == (24, 2)
+    unknown = sala("init", "--preset", "huge")
+    assert unknown.exit_code == 1 and "presets: default, large" in unknown.stderr
+
+
 def test_validate_ok_prints_a_summary():
     result = sala("validate", str(EXAMPLE))
     assert result.exit_code == 0, result.output
