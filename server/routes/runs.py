@@ -74,5 +74,5 @@ def delete_run(run_id: DbId, request: Request, db: DB, _: Operator) -> Response:
     run = runs.get_run(db, run_id, for_update=True)
     uris = runs.delete_run(db, run)
     # files go only after the rows are committed: the task runs once the response is sent
-    task = BackgroundTask(delete_files, request.app.state.settings.artifacts_url, uris)
+    task = BackgroundTask(delete_files, request.app.state.settings.artifacts_url, run_id, uris)
     return Response(status_code=204, background=task)

@@ -30,7 +30,7 @@ from server.deps import DB, WorkerAuth
 from server.directives import directive
 from server.errors import Forbidden
 from server.schemas import ERRORS
-from server.storage import check_uri
+from server.storage import check_report
 from server.views import claim_out
 
 router = APIRouter(tags=["workers"], responses=ERRORS)
@@ -96,7 +96,7 @@ def report_epoch(run_id: DbId, body: EpochMessage, request: Request, db: DB, _: 
 def report_checkpoint(run_id: DbId, body: CheckpointMessage, request: Request, db: DB,
                       _: WorkerAuth) -> CheckpointAnswer:
     run = leases.held_run(db, run_id, body.lease_token)
-    check_uri(body.uri)
+    check_report(request.app.state.settings.artifacts_url, run.id, body.uri)
     leases.renew(run, request.app.state.settings.lease_seconds)
     row, doomed = reports.record_checkpoint(db, run, body)
     return CheckpointAnswer(checkpoint_id=row.id, delete=[c.id for c in doomed], delete_uris=[c.uri for c in doomed])

@@ -7,7 +7,7 @@ import hashlib
 
 from server import leases
 from server.models import utcnow
-from tests.server.helpers import API, TINY_RECIPE, create_run
+from tests.server.helpers import API, TINY_RECIPE, checkpoint_uri, create_run
 
 
 def register(client, name="w1") -> int:
@@ -128,7 +128,7 @@ def test_checkpoint_retention_keeps_last_and_best(client):
     ids, deleted = [], []
     for n, cer in enumerate([0.5, 0.2, 0.4, 0.3], start=1):
         answer = client.post(f"{API}/runs/{run['id']}/checkpoints", json={
-            "lease_token": lease, "uri": f"file:///tmp/c{n}.pt", "epoch": n, "step": n * 2, "stage_index": 0,
+            "lease_token": lease, "uri": checkpoint_uri(client, run["id"], f"c{n}.pt"), "epoch": n, "step": n * 2, "stage_index": 0,
             "sha256": hashlib.sha256(str(n).encode()).hexdigest(), "size": 10, "metrics": {"val_cer": cer}})
         assert answer.status_code == 201
         ids.append(answer.json()["checkpoint_id"])
@@ -144,7 +144,7 @@ def test_resume_supersedes_reports_after_the_checkpoint(client, app):
     lease = claim(client, wid).json()["lease_token"]
     epoch(client, run["id"], lease, 1, 0, 0.1)
     client.post(f"{API}/runs/{run['id']}/checkpoints", json={
-        "lease_token": lease, "uri": "file:///tmp/x.pt", "epoch": 1, "step": 2, "stage_index": 0,
+        "lease_token": lease, "uri": checkpoint_uri(client, run["id"], "x.pt"), "epoch": 1, "step": 2, "stage_index": 0,
         "sha256": "0" * 64, "size": 1})
     epoch(client, run["id"], lease, 2, 0, 0.2)
     _expire(app, run["id"])
