@@ -31,6 +31,25 @@ def test_recipe_may_be_sent_as_yaml_text(client):
     assert response.json()["max_epochs"] == 7
 
 
+def alias_bomb(levels: int) -> str:
+    """The classic "billion laughs": each level lists the one before nine times, by alias."""
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_recipe_with_yaml_aliases_is_refused_before_it_expands(client):
+    """Nine levels are under 500 bytes and 9^9 strings once expanded; six keep the test cheap where it fails."""
+    for text in (alias_bomb(6), alias_bomb(9), "training: &t {max_epochs: 3}\nvalidation: *t\n",
+                 "base: &b {lr: 0.1}\noptimizer: {<<: *b}\n"):
+        answer = client.post(f"{API}/runs", json={"name": "bomb", "recipe": text})
+        assert answer.status_code == 422, answer.text[:300]
+        error = answer.json()["error"]
+        assert "YAML alias" in error["message"] and error["details"][0]["path"] == "recipe"
+    patched = client.post(f"{API}/runs/{create_run(client)['id']}/fork", json={"recipe_patch": {"x": 1}})
+    assert patched.status_code == 422  # a JSON patch has no aliases to refuse: validated as before
+
+
 def test_list_paginates_with_cursor_and_filters(client):
     ids = [create_run(client, name=f"r{i}", tags=["even" if i % 2 == 0 else "odd"])["id"] for i in range(7)]
     first = client.get(f"{API}/runs", params={"limit": 3}).json()
