@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.server.helpers import API, TINY_RECIPE, create_run
+from tests.server.helpers import API, TINY_RECIPE, checkpoint_uri, create_run
 
 
 def test_create_fills_defaults_and_starts_queued_in_stage_one(client):
@@ -133,3 +133,48 @@ def test_service_endpoints(client):
     assert 'route="/api/v1/runs/{run_id}/stages"' in client.get("/metrics").text  # no ids in labels
     assert client.get("/openapi.json").json()["info"]["title"] == "Sala"
     assert client.get("/docs").status_code == 200
+
+
+def _finished_run_with_a_checkpoint(client) -> tuple[dict, int]:
+    from tests.server.test_worker_protocol import claim, register
+
+    run = create_run(client, name="parent")
+    lease = claim(client, register(client)).json()["lease_token"]
+    cid = client.post(f"{API}/runs/{run['id']}/checkpoints", json={
+        "lease_token": lease, "uri": checkpoint_uri(client, run["id"], "ck.pt"), "epoch": 1, "step": 2,
+        "stage_index": 0, "sha256": "0" * 64, "size": 1}).json()["checkpoint_id"]
+    client.post(f"{API}/runs/{run['id']}/finish", json={"lease_token": lease, "status": "stopped"})
+    return run, cid
+
+
+def test_a_run_whose_checkpoint_a_fork_needs_is_not_deleted(client):
+    from tests.server.test_worker_protocol import claim, register
+
+    parent, cid = _finished_run_with_a_checkpoint(client)
+    fork = client.post(f"{API}/runs/{parent['id']}/fork", json={"checkpoint_id": cid}).json()
+    student = create_run(client, name="student", recipe={
+        **TINY_RECIPE, "loss": {"distillation": {"teacher_run": str(parent["id"])}}})
+    refused = client.delete(f"{API}/runs/{parent['id']}")
+    assert refused.status_code == 409, refused.text
+    message = refused.json()["error"]["message"]
+    assert f"run {fork['id']} (forked from checkpoint {cid})" in message
+    assert f"run {student['id']} (distils from it)" in message
+    claimed = claim(client, register(client)).json()  # the fork still starts from the parent's checkpoint
+    assert claimed["run_id"] == fork["id"] and claimed["resume_checkpoint"]["id"] == cid
+    client.post(f"{API}/runs/{fork['id']}/finish", json={"lease_token": claimed["lease_token"], "status": "failed"})
+    client.post(f"{API}/runs/{student['id']}/stop")
+    assert client.delete(f"{API}/runs/{parent['id']}").status_code == 204
+
+
+def test_ids_are_never_reused_after_a_delete(client):
+    """SQLite hands out the highest rowid + 1 unless told otherwise: a fork recorded against a
+    deleted run's id, or an event stream's cursor, would then name another run's rows."""
+    first, newest = create_run(client, name="a"), create_run(client, name="b")
+    last_event = client.get(f"{API}/runs/{newest['id']}/events").json()["items"][-1]["id"]
+    client.post(f"{API}/runs/{newest['id']}/stop")
+    last_event += 1
+    assert client.delete(f"{API}/runs/{newest['id']}").status_code == 204
+    again = create_run(client, name="c")
+    assert again["id"] > newest["id"] > first["id"]
+    events = client.get(f"{API}/runs/{again['id']}/events").json()["items"]
+    assert events[0]["id"] > last_event
