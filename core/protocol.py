@@ -27,6 +27,9 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whit
 LeaseToken = Annotated[str, StringConstraints(min_length=8, max_length=64)]
 MetricMap = dict[Annotated[str, StringConstraints(max_length=100)], float | int | bool | str | None]
 Action = Literal["continue", "pause", "stop", "complete"]
+# A worker retries an undelivered request at least this often (its backoff's ceiling), so within a
+# lease plus this long after the server could hear workers again, every live worker has renewed.
+RETRY_MAX_S = 5.0
 
 
 class Message(BaseModel):

@@ -10,19 +10,18 @@ from pathlib import Path
 import anyio.to_thread
 
 from fastapi import FastAPI
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from server import leases, migrate
-from server.db import IN_FLIGHT, THREADS, make_engine, make_sessionmaker, transaction, writer
+from server import migrate
+from server.db import IN_FLIGHT, THREADS, make_engine, make_sessionmaker, writer
 from server.deps import DB
 from server.errors import error_body, install_handlers
 from server.limits import BodyLimit, ConcurrencyLimit
-from server.models import utcnow
 from server.observability import Metrics
+from server.reaper import Reaper
 from server.routes import control, observe, runs, tokens, workers
 from server.schemas import ErrorBody
 from server.settings import Settings, get_settings
@@ -67,27 +66,14 @@ class _MetricsMiddleware:
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
-    reaper = asyncio.create_task(_reap_forever(app))
+    settings = app.state.settings
+    app.state.reaper = Reaper(app.state.write_sessionmaker, lease_seconds=settings.lease_seconds,
+                              stop_deadline_seconds=settings.stop_deadline_seconds)
+    reaping = asyncio.create_task(app.state.reaper.run_forever(settings.reaper_seconds))
     try:
         yield
     finally:
-        reaper.cancel()
-
-
-async def _reap_forever(app: FastAPI) -> None:
-    """Re-queue runs whose worker stopped heartbeating; one short transaction per sweep."""
-    interval = app.state.settings.reaper_seconds
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await run_in_threadpool(_reap_once, app)
-        except Exception:  # a failed sweep (database away) is retried on the next one
-            log.warning("reaper sweep failed", exc_info=True)
-
-
-def _reap_once(app: FastAPI) -> None:
-    with transaction(app.state.write_sessionmaker) as db:  # a background job: no request to share one with
-        leases.reap(db, utcnow(), app.state.settings.stop_deadline_seconds)
+        reaping.cancel()
 
 
 def _service_routes(app: FastAPI) -> None:

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
+from core.protocol import RETRY_MAX_S
+
 log = logging.getLogger("sala.client")
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 A = TypeVar("A", bound=BaseModel)
@@ -32,7 +34,7 @@ class ServerRefused(Exception):
 
 class SalaClient:
     def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0,
-                 max_backoff: float = 5.0, give_up_after: float | None = None):
+                 max_backoff: float = RETRY_MAX_S, give_up_after: float | None = None):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url + "/api/v1", headers=headers, timeout=timeout)
