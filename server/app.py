@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from server import migrate
 from server.db import IN_FLIGHT, THREADS, make_engine, make_sessionmaker, writer
-from server.deps import DB
+from server.deps import DB, Identities
 from server.errors import error_body, install_handlers
 from server.limits import BodyLimit, ConcurrencyLimit
 from server.observability import Metrics
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.write_sessionmaker = make_sessionmaker(writer(engine))
     app.state.open_loopback = settings.binds_loopback
     app.state.token_touched = {}
-    app.state.auth_cache = {}
+    app.state.identities = Identities()
     app.state.metrics = Metrics()
 
     install_handlers(app)
