@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio.to_thread
+import uvicorn
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -43,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.open_loopback = settings.binds_loopback
     app.state.token_touched = {}
     app.state.identities = Identities()
+    app.state.stopping = threading.Event()
     app.state.metrics = Metrics()
 
     install_handlers(app)
@@ -53,6 +56,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     _service_routes(app)
     return app
+
+
+class Server(uvicorn.Server):
+    """uvicorn that tells the app when shutdown begins: event streams and claims' long-polls never
+    end by themselves, and would otherwise hold the shutdown for its whole grace period."""
+
+    def __init__(self, app: FastAPI, **config):
+        super().__init__(uvicorn.Config(app, **config))
+        self.sala_app = app
+
+    def handle_exit(self, sig, frame) -> None:
+        self.sala_app.state.stopping.set()
+        super().handle_exit(sig, frame)
 
 
 class _MetricsMiddleware:

@@ -99,3 +99,28 @@ def _wait_ready(server: LiveServer, timeout: float) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"sala server not ready after {timeout}s:\n{server.output()}")
+
+
+@contextmanager
+def serve_in_thread(app, timeout: float = 30) -> Iterator[str]:
+    """`app` behind a real uvicorn on a free loopback port, in a thread of this process: real HTTP
+    (streams, kept-alive connections) while the test can still reach into the app (its state, a
+    monkeypatched constant). Yields the base URL."""
+    import threading
+
+    from server.app import Server
+
+    port = free_port()
+    server = Server(app, host="127.0.0.1", port=port, log_level="warning")
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise AssertionError("the in-thread server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.handle_exit(None, None)
+        thread.join(timeout)

@@ -53,7 +53,8 @@ async def claim_run(worker_id: DbId, request: Request, who: WorkerAuth, body: Cl
     deadline = anyio.current_time() + (body.wait_s if body else 0.0)
     while True:
         answer = await run_in_threadpool(_try_claim, request.app, worker_id)
-        if answer is not None or anyio.current_time() >= deadline or await request.is_disconnected():
+        if answer is not None or anyio.current_time() >= deadline or request.app.state.stopping.is_set() \
+                or await request.is_disconnected():
             return answer if answer is not None else Response(status_code=204)
         await anyio.sleep(CLAIM_POLL_S)
 

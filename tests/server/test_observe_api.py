@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 
 import httpx
 
-from tests.live import live_server
+from tests.e2e.conftest import wait_for
+from tests.live import live_server, serve_in_thread
 from tests.server.helpers import API, create_run
 from tests.server.test_worker_protocol import claim, register
 
@@ -59,22 +61,96 @@ def test_steps_are_downsampled_to_max_points(client):
     assert [p["step"] for p in later] == list(range(990, 1000))
 
 
-def test_event_stream_delivers_new_events(tmp_path):
+class Stream:
+    """An SSE client in a thread: every event and comment line it has read, and whether the
+    server ended the stream (rather than the client giving up)."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None, read_timeout: float = 30):
+        self.events: list[dict] = []
+        self.comments: list[str] = []
+        self.ended = threading.Event()
+        self.error: Exception | None = None
+        self._thread = threading.Thread(target=self._read, args=(url, headers or {}, read_timeout), daemon=True)
+        self._thread.start()
+
+    def _read(self, url: str, headers: dict[str, str], read_timeout: float) -> None:
+        try:
+            with httpx.stream("GET", url, headers=headers, timeout=httpx.Timeout(10, read=read_timeout)) as answer:
+                fields: dict[str, str] = {}
+                for line in answer.iter_lines():  # an event's fields, then a blank line
+                    if line.startswith(":"):
+                        self.comments.append(line)
+                    elif line:
+                        name, _, value = line.partition(": ")
+                        fields[name] = value
+                    elif "data" in fields:
+                        data = json.loads(fields.pop("data"))
+                        self.events.append({**data, "sse": fields})
+                        fields = {}
+            self.ended.set()
+        except httpx.HTTPError as exc:
+            self.error = exc
+
+
+def test_event_stream_delivers_new_events(app, client):
+    run = create_run(client)
+    with serve_in_thread(app) as url:
+        stream = Stream(f"{url}{API}/events/stream")
+        wait_for(lambda: stream.comments, 30, "the stream to open")
+        client.post(f"{API}/runs/{run['id']}/pause")
+        wait_for(lambda: stream.events, 30, "the pause event")
+    assert stream.events[0]["kind"] == "paused" and stream.events[0]["run_id"] == run["id"]
+    assert stream.events[0]["sse"] == {"event": "paused", "id": str(stream.events[0]["id"])}
+
+
+def test_a_reconnecting_browser_resumes_after_its_last_event_id(app, client):
+    run = create_run(client)
+    for action in ("pause", "resume", "stop"):
+        client.post(f"{API}/runs/{run['id']}/{action}")
+    ids = [e["id"] for e in client.get(f"{API}/runs/{run['id']}/events").json()["items"]]
+    with serve_in_thread(app) as url:
+        stream = Stream(f"{url}{API}/events/stream", {"Last-Event-ID": str(ids[1])})
+        wait_for(lambda: len(stream.events) >= 2, 30, "the events after the last one seen")
+        both = Stream(f"{url}{API}/events/stream?after={ids[0]}", {"Last-Event-ID": str(ids[2])})
+        wait_for(lambda: both.events, 30, "the events after the header's id")
+        refused = httpx.get(f"{url}{API}/events/stream", headers={"Last-Event-ID": "x"}, timeout=10)
+    assert [e["id"] for e in stream.events] == ids[2:]
+    assert [e["id"] for e in both.events] == ids[3:]  # the browser's header wins over the URL
+    assert refused.status_code == 422
+
+
+def test_an_idle_stream_gets_keep_alive_comments(app, monkeypatch):
+    from server.routes import observe
+
+    monkeypatch.setattr(observe, "KEEPALIVE_S", 0.5, raising=False)
+    with serve_in_thread(app) as url:
+        stream = Stream(f"{url}{API}/events/stream")
+        wait_for(lambda: len(stream.comments) >= 3, 30, "two keep-alive comments after the opening one")
+    assert stream.comments[0] == ": sala event stream" and set(stream.comments[1:]) == {": keep-alive"}
+
+
+def test_a_stream_ends_when_its_token_is_revoked(app, client):
+    from server import auth
+
+    with app.state.write_sessionmaker() as db, db.begin():
+        _, admin = auth.create_token(db, "admin", "admin")
+        viewer_row, viewer = auth.create_token(db, "viewer", "viewer")
+        viewer_id = viewer_row.id
+    with serve_in_thread(app) as url:
+        stream = Stream(f"{url}{API}/events/stream", {"Authorization": f"Bearer {viewer}"})
+        wait_for(lambda: stream.comments, 30, "the stream to open")
+        revoked = client.delete(f"{API}/tokens/{viewer_id}", headers={"Authorization": f"Bearer {admin}"})
+        assert revoked.status_code == 200
+        assert stream.ended.wait(30), stream.error
+
+
+def test_an_open_stream_does_not_hold_up_shutdown(tmp_path):
     with live_server(tmp_path) as server:
-        run = httpx.post(f"{server.api}/runs", json={"name": "s"}).json()
-        received: list[dict] = []
-
-        def listen():
-            with httpx.stream("GET", f"{server.api}/events/stream", timeout=10) as response:
-                for line in response.iter_lines():
-                    if line.startswith("data: "):
-                        received.append(json.loads(line[6:]))
-                        return
-
-        listener = threading.Thread(target=listen)
-        listener.start()
-        import time
-        time.sleep(1.0)
-        httpx.post(f"{server.api}/runs/{run['id']}/pause")
-        listener.join(timeout=10)
-    assert received and received[0]["kind"] == "paused" and received[0]["run_id"] == run["id"]
+        stream = Stream(f"{server.api}/events/stream")
+        wait_for(lambda: stream.comments, 30, "the stream to open")
+        began = time.monotonic()
+        server.process.terminate()
+        server.process.wait(timeout=30)
+        took = time.monotonic() - began
+    assert took < 5, f"sala server took {took:.1f}s to stop with a stream open (its grace period is 10 s)"
+    assert stream.ended.wait(10)
