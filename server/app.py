@@ -12,12 +12,14 @@ import anyio.to_thread
 import uvicorn
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from server import migrate
+from server.browsers import BrowserGuard
 from server.db import IN_FLIGHT, THREADS, make_engine, make_sessionmaker, writer
 from server.deps import DB, Identities
 from server.errors import error_body, install_handlers
@@ -52,6 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(_MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ConcurrencyLimit, limit=IN_FLIGHT)
+    app.add_middleware(BrowserGuard, settings=settings)
+    if settings.origins:  # pages of these origins may call the API: their preflights are answered
+        app.add_middleware(CORSMiddleware, allow_origins=sorted(settings.origins), allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
     for module in (runs, control, observe, tokens, workers):
         app.include_router(module.router, prefix=API_PREFIX)
     _service_routes(app)

@@ -3,6 +3,7 @@ API's `{"error": {code, message, details}}` shape, so no client input can produc
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -52,8 +53,20 @@ class PayloadTooLarge(SalaError):
     status, code = 413, "payload_too_large"
 
 
+class UnsupportedMediaType(SalaError):
+    status, code = 415, "unsupported_media_type"
+
+
 def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict:
     return {"error": {"code": code, "message": message, "details": details or []}}
+
+
+async def send_error(send, error: SalaError) -> None:
+    """An error answered by plain ASGI middleware, before the app (and its handlers) see the request."""
+    body = json.dumps(error_body(error.code, error.message, error.details)).encode()
+    await send({"type": "http.response.start", "status": error.status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def field_path(loc: tuple | list) -> str:

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
         20_000, ge=100, description="Raw step points kept per run; older ones are rolled up.")
     step_rollup_bucket: int = Field(100, ge=2, description="Steps averaged into one rolled-up point.")
     reaper_seconds: float = Field(1.0, gt=0, description="How often expired leases are swept.")
+    allowed_hosts: str = Field(
+        "", description="More names a loopback-bound server answers to (comma-separated), e.g. a proxy's.")
+    cors_origins: str = Field(
+        "", description="Web origins (comma-separated) whose pages may call the API; none by default.")
     log_level: str = Field("info")
 
     @field_validator("database_url")
@@ -44,6 +48,14 @@ class Settings(BaseSettings):
     @property
     def binds_loopback(self) -> bool:
         return is_loopback(self.host)
+
+    @property
+    def extra_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip())
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/").lower() for o in self.cors_origins.split(",") if o.strip())
 
 
 def is_loopback(host: str) -> bool:
