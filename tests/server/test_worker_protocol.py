@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
+import pytest
+
 from server import leases
 from server.models import utcnow
 from tests.server.helpers import API, TINY_RECIPE, checkpoint_uri, create_run
@@ -104,6 +106,20 @@ def test_pause_and_stop_directives_and_release(client):
     beat = client.post(f"{API}/runs/{run['id']}/heartbeat",
                        json={"lease_token": second["lease_token"], "epoch": 0, "step": 1})
     assert beat.json()["directive"]["action"] == "stop"
+
+
+@pytest.mark.parametrize("request_, ends", [("pause", "paused"), ("stop", "stopped")])
+def test_a_release_carries_out_a_pending_pause_or_stop(client, request_, ends):
+    """A worker releasing the run for its own reasons (SIGTERM, a rollback) does not lose what a
+    person asked for while it was on its way out."""
+    run = create_run(client)
+    lease = claim(client, register(client)).json()["lease_token"]
+    client.post(f"{API}/runs/{run['id']}/{request_}")
+    client.post(f"{API}/runs/{run['id']}/finish", json={"lease_token": lease, "status": "queued"})
+    assert client.get(f"{API}/runs/{run['id']}").json()["status"] == ends
+    events = client.get(f"{API}/runs/{run['id']}/events").json()["items"]
+    assert [e for e in events if e["kind"] == f"{request_}_requested"][0]["applied_at"] is not None
+    assert events[-1]["kind"] == f"run_{ends}"
 
 
 def test_stale_lease_is_fenced_with_409(client, app):
