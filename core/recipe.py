@@ -94,9 +94,10 @@ IdString = Annotated[str, BeforeValidator(_as_str), Field(min_length=1, max_leng
 
 
 class Section(BaseModel):
-    """Base for every recipe section: unknown keys are errors, so typos never pass silently."""
+    """Base for every recipe section: unknown keys are errors, so typos never pass silently; no
+    number may be NaN or infinite (JSON has neither, but Python's parser reads both)."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class ModelSpec(Section):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from server import migrate
 from server.browsers import BrowserGuard
 from server.db import IN_FLIGHT, THREADS, make_engine, make_sessionmaker, writer
 from server.deps import DB, Identities
-from server.errors import error_body, install_handlers
+from server.errors import CatchAll, error_body, install_handlers
 from server.limits import BodyLimit, ConcurrencyLimit
 from server.observability import Metrics
 from server.reaper import Reaper
@@ -32,6 +33,9 @@ from server.settings import Settings, get_settings
 
 log = logging.getLogger("sala.server")
 API_PREFIX = "/api/v1"
+# Not ready after a write failed for want of space, until a write succeeds or this long has passed
+# (then writes are tried again: a balancer that took us out of rotation would send none).
+STORAGE_FULL_NOT_READY_S = 60.0
 DASHBOARD = Path(__file__).with_name("dashboard")
 
 
@@ -48,9 +52,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_touched = {}
     app.state.identities = Identities()
     app.state.stopping = threading.Event()
+    app.state.storage_full_at = None  # when a write last failed for want of space (server/errors.py)
     app.state.metrics = Metrics()
 
     install_handlers(app)
+    app.add_middleware(CatchAll)
     app.add_middleware(_MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ConcurrencyLimit, limit=IN_FLIGHT)
@@ -114,6 +120,10 @@ def _service_routes(app: FastAPI) -> None:
                                                "migration: run `sala db upgrade`"), 503)
         except Exception as exc:  # any failure to reach the database means not ready
             return JSONResponse(error_body("not_ready", f"database unreachable: {type(exc).__name__}"), 503)
+        full = app.state.storage_full_at
+        if full is not None and time.monotonic() - full < STORAGE_FULL_NOT_READY_S:
+            return JSONResponse(error_body("not_ready", f"the database ran out of space {time.monotonic() - full:.0f}s "
+                                           "ago and no write has succeeded since"), 503)
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", tags=["service"], response_class=Response,

@@ -4,6 +4,7 @@ the server and `sala up`'s workers can share one file without 'database is locke
 from __future__ import annotations
 
 import importlib.util
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,12 @@ POOL = {"pool_size": 10, "max_overflow": THREADS, "pool_timeout": 10}
 # What a database that went away (restarted, unreachable, its pool exhausted) raises: requests
 # answer 503 and retry-able callers (the reaper, the event stream) try again later.
 DATABASE_AWAY = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+
+
+def storage_full(exc: Exception) -> bool:
+    """A write refused for want of space: SQLite's SQLITE_FULL, PostgreSQL's disk_full (53100)."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or getattr(orig, "sqlstate", None) == "53100"
 
 
 def make_engine(url: str) -> Engine:

@@ -28,6 +28,8 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
     with factory() as session:
         with session.begin():
             yield session
+    if not reads_only:
+        request.app.state.storage_full_at = None  # a write was stored: there is space again
 
 
 DB = Annotated[Session, Depends(get_db, scope="function")]

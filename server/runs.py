@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, defer
 from core import lr as lr_rules
 from core.curriculum import finished
 from core.lr import LrOverride
+from core.protocol import MAX_ID
 from core.recipe import Recipe, StageSpec
 from server import events
 from server.errors import Conflict, InvalidInput, NotFound
@@ -160,7 +161,7 @@ def _decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, value = raw.split(":", 1)
-        if kind != "run":
+        if kind != "run" or not 0 < int(value) <= MAX_ID:  # an id the database can hold
             raise ValueError
         return int(value)
     except (ValueError, UnicodeDecodeError):

@@ -21,6 +21,7 @@ from core.protocol import (
     FinishAnswer,
     Heartbeat,
     HeartbeatAnswer,
+    Message,
     Registered,
     WorkerHello,
 )
@@ -75,10 +76,16 @@ def _try_claim(app, worker_id: int) -> Claim | None:
         return claim_out(run, leases.resume_checkpoint(db, run), directive(db, run))
 
 
+def _count_nonfinite(request: Request, kind: str, message: Message) -> None:
+    if message.nonfinite:
+        request.app.state.metrics.nonfinite.labels(kind).inc(message.nonfinite)
+
+
 @router.post("/runs/{run_id}/heartbeat", response_model=HeartbeatAnswer)
 def heartbeat(run_id: DbId, body: Heartbeat, request: Request, db: DB, _: WorkerAuth) -> HeartbeatAnswer:
     settings = request.app.state.settings
     run = leases.held_run(db, run_id, body.lease_token)
+    _count_nonfinite(request, "heartbeat", body)
     leases.heartbeat(db, run, body, lease_seconds=settings.lease_seconds, horizon=settings.step_horizon,
                      bucket=settings.step_rollup_bucket)
     return HeartbeatAnswer(lease_expires_at=run.lease_expires_at, directive=directive(db, run))
@@ -87,6 +94,7 @@ def heartbeat(run_id: DbId, body: Heartbeat, request: Request, db: DB, _: Worker
 @router.post("/runs/{run_id}/epochs", response_model=EpochAnswer)
 def report_epoch(run_id: DbId, body: EpochMessage, request: Request, db: DB, _: WorkerAuth) -> EpochAnswer:
     run = leases.held_run(db, run_id, body.lease_token)
+    _count_nonfinite(request, "epoch", body)
     leases.renew(run, request.app.state.settings.lease_seconds)
     leases.acknowledge(db, run, body.applied)
     row = reports.record_epoch(db, run, body)
@@ -98,6 +106,7 @@ def report_checkpoint(run_id: DbId, body: CheckpointMessage, request: Request, d
                       _: WorkerAuth) -> CheckpointAnswer:
     run = leases.held_run(db, run_id, body.lease_token)
     check_report(request.app.state.settings.artifacts_url, run.id, body.uri)
+    _count_nonfinite(request, "checkpoint", body)
     leases.renew(run, request.app.state.settings.lease_seconds)
     row, doomed = reports.record_checkpoint(db, run, body)
     return CheckpointAnswer(checkpoint_id=row.id, delete=[c.id for c in doomed], delete_uris=[c.uri for c in doomed])
@@ -114,6 +123,7 @@ def finish_run(run_id: DbId, body: Finish, db: DB, who: WorkerAuth) -> FinishAns
 def raise_alert(run_id: DbId, body: Alert, request: Request, db: DB, who: WorkerAuth) -> AlertAnswer:
     """The worker's alarm; the answer says whether to roll back to the last checkpoint or fail."""
     run = leases.held_run(db, run_id, body.lease_token)
+    _count_nonfinite(request, "alert", body)
     leases.renew(run, request.app.state.settings.lease_seconds)
     action = rollbacks.alert(db, run, body, who.actor)
     return AlertAnswer(action=action or "continue", reason=run.error if action == "fail" else None,

@@ -439,7 +439,7 @@ def _too_big_chunked(head: str) -> bytes:
 
 
 LIMIT = 4096
-HEAD = "POST /api/v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+HEAD = "POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 
 
 def test_request_size_limits_hold_declared_and_chunked(tmp_path):
