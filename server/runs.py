@@ -221,8 +221,7 @@ def delete_run(db: Session, run: Run) -> list[str]:
         raise Conflict(f"cannot delete run {run.id}: {'; '.join(needing)} still need its checkpoints; "
                        "finish or delete those runs first",
                        [{"path": "dependants", "message": why} for why in needing])
-    uris = list(db.scalars(select(Checkpoint.uri).where(Checkpoint.run_id == run.id,
-                                                        Checkpoint.kept.is_(True))))
+    uris = list(db.scalars(select(Checkpoint.uri).where(Checkpoint.run_id == run.id)))  # a dropped one may linger
     for model in (StepScalar, EpochReport, StageTransition, Checkpoint, ControlEvent):
         db.execute(delete(model).where(model.run_id == run.id))
     db.delete(run)

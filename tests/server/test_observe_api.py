@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import threading
 import time
 
 import httpx
 
 from tests.e2e.conftest import wait_for
-from tests.live import live_server, serve_in_thread
+from tests.live import Stream, live_server, serve_in_thread
 from tests.server.helpers import API, create_run
 from tests.server.test_worker_protocol import claim, register
 
@@ -59,37 +57,6 @@ def test_steps_are_downsampled_to_max_points(client):
     assert len(points) <= 101 and points[0]["step"] == 0 and points[-1]["step"] == 999
     later = client.get(f"{API}/runs/{run['id']}/steps", params={"after": 989}).json()["items"]
     assert [p["step"] for p in later] == list(range(990, 1000))
-
-
-class Stream:
-    """An SSE client in a thread: every event and comment line it has read, and whether the
-    server ended the stream (rather than the client giving up)."""
-
-    def __init__(self, url: str, headers: dict[str, str] | None = None, read_timeout: float = 30):
-        self.events: list[dict] = []
-        self.comments: list[str] = []
-        self.ended = threading.Event()
-        self.error: Exception | None = None
-        self._thread = threading.Thread(target=self._read, args=(url, headers or {}, read_timeout), daemon=True)
-        self._thread.start()
-
-    def _read(self, url: str, headers: dict[str, str], read_timeout: float) -> None:
-        try:
-            with httpx.stream("GET", url, headers=headers, timeout=httpx.Timeout(10, read=read_timeout)) as answer:
-                fields: dict[str, str] = {}
-                for line in answer.iter_lines():  # an event's fields, then a blank line
-                    if line.startswith(":"):
-                        self.comments.append(line)
-                    elif line:
-                        name, _, value = line.partition(": ")
-                        fields[name] = value
-                    elif "data" in fields:
-                        data = json.loads(fields.pop("data"))
-                        self.events.append({**data, "sse": fields})
-                        fields = {}
-            self.ended.set()
-        except httpx.HTTPError as exc:
-            self.error = exc
 
 
 def test_event_stream_delivers_new_events(app, client):

@@ -154,6 +154,18 @@ def test_checkpoint_retention_keeps_last_and_best(client):
     assert listed == {ids[0]: False, ids[1]: True, ids[2]: False, ids[3]: True}
 
 
+def test_a_retried_checkpoint_report_is_stored_once(client):
+    """A report whose answer was lost (the database or server went away after the commit) is sent
+    again: two rows of one file would let retention delete a file that a kept row names."""
+    run = create_run(client, recipe={**TINY_RECIPE, "checkpoint": {"keep_last": 1, "keep_best": 0}})
+    lease = claim(client, register(client)).json()["lease_token"]
+    report = {"lease_token": lease, "uri": checkpoint_uri(client, run["id"], "c1.pt"), "epoch": 1, "step": 2,
+              "stage_index": 0, "sha256": "1" * 64, "size": 10}
+    first, again = (client.post(f"{API}/runs/{run['id']}/checkpoints", json=report).json() for _ in range(2))
+    assert again == {**first, "delete": [], "delete_uris": []}
+    assert [c["id"] for c in client.get(f"{API}/runs/{run['id']}/checkpoints").json()] == [first["checkpoint_id"]]
+
+
 def test_resume_supersedes_reports_after_the_checkpoint(client, app):
     wid = register(client)
     run = create_run(client, recipe={**TINY_RECIPE, "training": {"max_epochs": 20}})
