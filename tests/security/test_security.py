@@ -390,8 +390,9 @@ def test_tokens_and_authorization_headers_are_never_logged(tmp_path):
         httpx.get(f"{api}/runs", headers={"Authorization": f"Basic {admin}"}, timeout=10)
         httpx.post(f"{api}/runs", content=b"{not json", headers={**h, "Content-Type": "application/json"},
                    timeout=10)
-        import time
-        time.sleep(2.0)  # the reaper expires the lease and logs it
+        from tests.e2e.conftest import wait_for  # the reaper expires the lease and logs it
+        wait_for(lambda: any(e["kind"] == "lease_expired" for e in httpx.get(
+            f"{api}/runs/{claim['run_id']}/events", headers=h, timeout=10).json()["items"]), 60, "the lease to expire")
         log = server.output()
     assert "GET /api/v1/runs" in log, log[-2000:]  # the access log is on, so silence proves something
     for secret in (admin, created["token"], wrong, lease, admin[len(auth.TOKEN_PREFIX):]):

@@ -119,5 +119,5 @@ def test_an_open_stream_does_not_hold_up_shutdown(tmp_path):
         server.process.terminate()
         server.process.wait(timeout=30)
         took = time.monotonic() - began
-    assert took < 5, f"sala server took {took:.1f}s to stop with a stream open (its grace period is 10 s)"
+    assert took < 8, f"sala server took {took:.1f}s to stop with a stream open (its grace period is 10 s)"
     assert stream.ended.wait(10)
