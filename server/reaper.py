@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.protocol import RETRY_MAX_S
 from server import leases
-from server.db import transaction
+from server.db import DATABASE_AWAY, transaction
 from server.models import utcnow
 
 log = logging.getLogger("sala.server")
@@ -56,5 +56,7 @@ class Reaper:
             await asyncio.sleep(interval)
             try:
                 await run_in_threadpool(self.sweep)
-            except Exception:  # the database away: retried on the next sweep, then a grace period
+            except DATABASE_AWAY as away:  # retried on the next sweep, then a grace period
+                log.warning("reaper sweep failed, the database is away: %s", str(away).splitlines()[0])
+            except Exception:
                 log.warning("reaper sweep failed", exc_info=True)
