@@ -28,6 +28,7 @@ from pydantic import (
 from core.lr import LrOverride
 from core.recipe import Recipe
 
+
 def no_nul(text: str | None) -> str | None:
     """PostgreSQL text cannot hold NUL; SQLite can. Refused on both, so both store the same."""
     if text is not None and "\x00" in text:
@@ -44,7 +45,7 @@ StageIndex = Annotated[int, Field(ge=0, le=999, description="position in recipe.
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True), NoNul]
 LeaseToken = Annotated[str, StringConstraints(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 MetricMap = dict[Annotated[str, StringConstraints(max_length=100)], float | int | bool | str | None]
-Seconds = Annotated[float | None, Field(ge=0, allow_inf_nan=False)]
+Finite = Annotated[float | None, Field(ge=0, allow_inf_nan=False)]  # a rate, a duration, an lr: never NaN or ∞
 Action = Literal["continue", "pause", "stop", "complete"]
 # A worker retries an undelivered request at least this often (its backoff's ceiling), so within a
 # lease plus this long after the server could hear workers again, every live worker has renewed.
@@ -98,7 +99,7 @@ class Heartbeat(Message):
     lease_token: LeaseToken
     epoch: Epoch
     step: Step
-    lr_schedule: Seconds = Field(None, description="the schedule's lr now: finite, ≥ 0")
+    lr_schedule: Finite = Field(None, description="the schedule's lr now")
     scalars: list[dict[str, float | int | None]] = Field(default_factory=list, max_length=2000)
     applied: list[AppliedEvent] = Field(default_factory=list, max_length=1000)
 
@@ -125,8 +126,8 @@ class EpochReport(Message):
     step: Step
     metrics: MetricMap
     lr: dict[Annotated[str, StringConstraints(max_length=100)], float | None] = Field(default_factory=dict)
-    duration_s: Seconds = None
-    samples_per_s: Seconds = None
+    duration_s: Finite = None
+    samples_per_s: Finite = None
 
     @model_validator(mode="after")
     def _null_nonfinite(self) -> EpochReport:

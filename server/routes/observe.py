@@ -73,7 +73,9 @@ def list_workers(db: DB, _: Reader) -> list[WorkerOut]:
     return [WorkerOut.model_validate(w, from_attributes=True) for w in leases.list_workers(db)]
 
 
-KEEPALIVE_S = 15.0  # a comment on an idle stream, so proxies and browsers keep the connection open
+# A comment on an idle stream, so proxies and browsers keep the connection open. FastAPI pings on
+# its own after 15 s of silence too, but its interval is private; this one a test can shorten.
+KEEPALIVE_S = 15.0
 STREAM_POLL_S = 0.5
 
 

@@ -144,8 +144,9 @@ def test_checkpoint_retention_keeps_last_and_best(client):
     ids, deleted = [], []
     for n, cer in enumerate([0.5, 0.2, 0.4, 0.3], start=1):
         answer = client.post(f"{API}/runs/{run['id']}/checkpoints", json={
-            "lease_token": lease, "uri": checkpoint_uri(client, run["id"], f"c{n}.pt"), "epoch": n, "step": n * 2, "stage_index": 0,
-            "sha256": hashlib.sha256(str(n).encode()).hexdigest(), "size": 10, "metrics": {"val_cer": cer}})
+            "lease_token": lease, "uri": checkpoint_uri(client, run["id"], f"c{n}.pt"), "epoch": n, "step": n * 2,
+            "stage_index": 0, "sha256": hashlib.sha256(str(n).encode()).hexdigest(), "size": 10,
+            "metrics": {"val_cer": cer}})
         assert answer.status_code == 201
         ids.append(answer.json()["checkpoint_id"])
         deleted += answer.json()["delete"]
