@@ -1,11 +1,12 @@
-"""Schemathesis against `/openapi.json` with an admin token on SQLite: ≥ 2,000 generated requests.
+"""Schemathesis against `/openapi.json` with an admin token, on SQLite or PostgreSQL: ≥ 2,000 requests.
 
 The same harness as tests/fuzz/test_api_fuzz.py (positive and negative cases for every operation,
 half of the ids aimed at rows that exist) with a bigger budget. Prints the request count, the
 statuses, the 5xx count and every kind of schema mismatch; exits 1 on any 5xx or on a 2xx that
 does not match its documented schema.
 
-Usage: python bench/api_fuzz.py [--examples N] [--seed N]
+Usage: python bench/api_fuzz.py [--examples N] [--seed N] [--backend sqlite|postgresql]
+(PostgreSQL: a throwaway database on the server at SALA_TEST_PG_URL, as the tests use.)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.conftest import create_pg_database, drop_pg_database  # noqa: E402
 from tests.fuzz.test_api_fuzz import fuzz_fresh_app  # noqa: E402
 
 
@@ -26,10 +28,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=40, help="cases per operation and mode")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        report = fuzz_fresh_app(Path(tmp), examples=args.examples, seed=args.seed)
+    url = create_pg_database() if args.backend == "postgresql" else None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            report = fuzz_fresh_app(Path(tmp), examples=args.examples, seed=args.seed, database_url=url)
+    finally:
+        if url:
+            drop_pg_database(url)
 
     print(report.summary())
     print("requests per operation:")

@@ -230,7 +230,7 @@ def explain(database_url: str, run_id: int) -> None:
             captured.append((current["name"], statement, parameters))
 
     event.listen(app.state.engine, "before_cursor_execute", record)
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         for name, path, params in [("GET /runs", "/runs", {"limit": 50}),
                                    ("GET /epochs?after", f"/runs/{run_id}/epochs", {"after": EPOCHS_PER_RUN - 5}),
                                    ("GET /steps?after", f"/runs/{run_id}/steps", {"after": STEPS_PER_RUN - 500,

@@ -12,12 +12,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from core.protocol import DbId, Name
+from core.protocol import DbId, Name, NoNul
 
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=50, strip_whitespace=True,
-                                       pattern=r"^[^,]+$")]
-Reason = Annotated[str, StringConstraints(max_length=500)]
-Note = Annotated[str, StringConstraints(max_length=20_000)]
+                                       pattern=r"^[^,]+$"), NoNul]
+Reason = Annotated[str, StringConstraints(max_length=500), NoNul]
+Note = Annotated[str, StringConstraints(max_length=20_000), NoNul]
 
 
 class Request(BaseModel):
@@ -340,15 +340,17 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error answer: 400 malformed, 401, 403, 404, 409 (state or stale lease), 413, 422."""
+    """Every error answer: 400 malformed, 401, 403, 404, 409 (state or stale lease), 413, 415, 422, 503."""
 
     error: ErrorDetail
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text} for status, text in {
-        400: "malformed request", 401: "no or bad token", 403: "the token's role may not do this",
+        400: "malformed request", 401: "no or bad token",
+        403: "the token's role may not do this, or a web page of another origin or host name",
         404: "unknown id", 409: "conflicts with the run's state, or a stale lease", 413: "body too large",
-        422: "failed validation; `details` name every field path",
+        415: "a body that is not JSON", 422: "failed validation; `details` name every field path",
+        503: "the database is unreachable or out of space: retry",
     }.items()
 }

@@ -11,28 +11,66 @@ people use numbers them from 1 (server/views.py).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from core.lr import LrOverride
 from core.recipe import Recipe
 
+
+def no_nul(text: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL; SQLite can. Refused on both, so both store the same."""
+    if text is not None and "\x00" in text:
+        raise ValueError("must not contain NUL (\\x00) characters")
+    return text
+
+
+NoNul = AfterValidator(no_nul)
 MAX_ID = 2**31 - 1  # ids are 32-bit INTEGER columns on PostgreSQL
 DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
 Epoch = Annotated[int, Field(ge=0, le=MAX_ID)]
 Step = Annotated[int, Field(ge=0, le=2**62)]
 StageIndex = Annotated[int, Field(ge=0, le=999, description="position in recipe.curriculum.stages, from 0")]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
-LeaseToken = Annotated[str, StringConstraints(min_length=8, max_length=64)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True), NoNul]
+LeaseToken = Annotated[str, StringConstraints(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 MetricMap = dict[Annotated[str, StringConstraints(max_length=100)], float | int | bool | str | None]
+Finite = Annotated[float | None, Field(ge=0, allow_inf_nan=False)]  # a rate, a duration, an lr: never NaN or ∞
 Action = Literal["continue", "pause", "stop", "complete"]
 LOG_LINE_CHARS = 4000
 LOG_BATCH_LINES = 1000
+# A worker retries an undelivered request at least this often (its backoff's ceiling), so within a
+# lease plus this long after the server could hear workers again, every live worker has renewed.
+RETRY_MAX_S = 5.0
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    _nonfinite: int = PrivateAttr(0)
+
+    @property
+    def nonfinite(self) -> int:
+        """Metric values that came as NaN or ±Infinity and are now null: JSON has neither, Python's
+        parser reads both, and PostgreSQL's JSON refuses them; null is stored alike everywhere."""
+        return self._nonfinite
+
+
+def null_nonfinite(values: dict[str, Any]) -> int:
+    """Replace NaN and ±Infinity by None in place; how many there were."""
+    bad = [k for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)]
+    for key in bad:
+        values[key] = None
+    return len(bad)
 
 
 class Answer(BaseModel):
@@ -44,9 +82,9 @@ class Answer(BaseModel):
 
 class WorkerHello(Message):
     name: Name
-    host: Annotated[str, StringConstraints(max_length=200)] = ""
+    host: Annotated[str, StringConstraints(max_length=200), NoNul] = ""
     devices: list[dict[str, Any] | str] = Field(default_factory=list, max_length=64)
-    version: Annotated[str, StringConstraints(max_length=50)] = ""
+    version: Annotated[str, StringConstraints(max_length=50), NoNul] = ""
 
 
 class ClaimRequest(Message):
@@ -63,7 +101,7 @@ class Heartbeat(Message):
     lease_token: LeaseToken
     epoch: Epoch
     step: Step
-    lr_schedule: float | None = Field(None, ge=0)
+    lr_schedule: Finite = Field(None, description="the schedule's lr now")
     scalars: list[dict[str, float | int | None]] = Field(default_factory=list, max_length=2000)
     applied: list[AppliedEvent] = Field(default_factory=list, max_length=1000)
 
@@ -76,6 +114,11 @@ class Heartbeat(Message):
                 raise ValueError(f"scalars[{i}] needs an integer 'step' ≥ 0")
         return points
 
+    @model_validator(mode="after")
+    def _null_nonfinite(self) -> Heartbeat:
+        self._nonfinite = sum(null_nonfinite(point) for point in self.scalars)
+        return self
+
 
 class EpochReport(Message):
     """One finished epoch: what the trainer tells any controller, and the body of the HTTP report."""
@@ -85,8 +128,13 @@ class EpochReport(Message):
     step: Step
     metrics: MetricMap
     lr: dict[Annotated[str, StringConstraints(max_length=100)], float | None] = Field(default_factory=dict)
-    duration_s: float | None = Field(None, ge=0)
-    samples_per_s: float | None = Field(None, ge=0)
+    duration_s: Finite = None
+    samples_per_s: Finite = None
+
+    @model_validator(mode="after")
+    def _null_nonfinite(self) -> EpochReport:
+        self._nonfinite = null_nonfinite(self.metrics) + null_nonfinite(self.lr)
+        return self
 
 
 class EpochMessage(EpochReport):
@@ -97,13 +145,18 @@ class EpochMessage(EpochReport):
 class CheckpointReport(Message):
     """One saved checkpoint file, as the trainer reports it to any controller."""
 
-    uri: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    uri: Annotated[str, StringConstraints(min_length=1, max_length=2000), NoNul]
     epoch: Epoch
     step: Step
     stage_index: StageIndex
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     size: Step
     metrics: MetricMap = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _null_nonfinite(self) -> CheckpointReport:
+        self._nonfinite = null_nonfinite(self.metrics)
+        return self
 
 
 class CheckpointMessage(CheckpointReport):
@@ -113,13 +166,18 @@ class CheckpointMessage(CheckpointReport):
 class Finish(Message):
     lease_token: LeaseToken
     status: Literal["completed", "failed", "stopped", "paused", "queued"]
-    error: Annotated[str, StringConstraints(max_length=20_000)] | None = None
+    error: Annotated[str, StringConstraints(max_length=20_000), NoNul] | None = None
 
 
 class Alert(Message):
     lease_token: LeaseToken
     kind: Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z_]+$")]
     detail: MetricMap = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _null_nonfinite(self) -> Alert:
+        self._nonfinite = null_nonfinite(self.detail)
+        return self
 
 
 class LogLine(Message):

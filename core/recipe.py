@@ -94,9 +94,10 @@ IdString = Annotated[str, BeforeValidator(_as_str), Field(min_length=1, max_leng
 
 
 class Section(BaseModel):
-    """Base for every recipe section: unknown keys are errors, so typos never pass silently."""
+    """Base for every recipe section: unknown keys are errors, so typos never pass silently; no
+    number may be NaN or infinite (JSON has neither, but Python's parser reads both)."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class ModelSpec(Section):
@@ -468,12 +469,33 @@ def format_errors(exc: ValidationError, prefix: Sequence[str | int] = ()) -> lis
 # Loading and patching
 
 
+class AliasRefused(yaml.composer.ComposerError):
+    """A recipe used a YAML alias (`*name`)."""
+
+
+class _NoAliases(yaml.SafeLoader):
+    """Safe YAML without aliases: a few hundred bytes of nested aliases expand to gigabytes once
+    the shared nodes are copied out (an alias bomb), and no recipe needs them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise AliasRefused(None, None, f"found the alias *{event.anchor}: recipes may not use YAML "
+                               "aliases (&anchor / *alias); write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as recipes may write it: safe types, no aliases (`AliasRefused`)."""
+    return yaml.load(text, Loader=_NoAliases)  # noqa: S506 - a SafeLoader subclass
+
+
 def _parse(text: str) -> Any:
     try:
-        return json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        return json.loads(text) if text.lstrip().startswith("{") else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError):
         try:
-            return yaml.safe_load(text)
+            return load_yaml(text)
         except yaml.YAMLError as exc:
             raise RecipeParseError([("", f"not valid YAML or JSON: {exc}")]) from None
 

@@ -179,12 +179,10 @@ def _prepare(settings) -> None:
 
 
 def _serve(settings) -> None:
-    import uvicorn
+    from server.app import Server, create_app
 
-    from server.app import create_app
-
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level.lower(), timeout_graceful_shutdown=10)
+    Server(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+           timeout_graceful_shutdown=10).run()
 
 
 def _session():

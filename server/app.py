@@ -4,31 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio.to_thread
+import uvicorn
 
 from fastapi import FastAPI
-from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from server import delivery, leases, migrate
-from server.db import IN_FLIGHT, THREADS, make_engine, make_sessionmaker, transaction, writer
-from server.deps import DB
-from server.errors import error_body, install_handlers
+from server import delivery, migrate
+from server.browsers import BrowserGuard
+from server.db import IN_FLIGHT, THREADS, make_engine, make_sessionmaker, writer
+from server.deps import DB, Identities
+from server.errors import CatchAll, error_body, install_handlers
 from server.limits import BodyLimit, ConcurrencyLimit
-from server.models import utcnow
 from server.observability import Metrics
+from server.reaper import Reaper
 from server.routes import control, observe, runs, tokens, webhooks, workers
 from core.api import ErrorBody
 from server.settings import Settings, get_settings
 
 log = logging.getLogger("sala.server")
 API_PREFIX = "/api/v1"
+# Not ready after a write failed for want of space, until a write succeeds or this long has passed
+# (then writes are tried again: a balancer that took us out of rotation would send none).
+STORAGE_FULL_NOT_READY_S = 60.0
 DASHBOARD = Path(__file__).with_name("dashboard")
 
 
@@ -43,17 +50,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.write_sessionmaker = make_sessionmaker(writer(engine))
     app.state.open_loopback = settings.binds_loopback
     app.state.token_touched = {}
-    app.state.auth_cache = {}
+    app.state.identities = Identities()
+    app.state.stopping = threading.Event()
+    app.state.storage_full_at = None  # when a write last failed for want of space (server/errors.py)
     app.state.metrics = Metrics()
 
     install_handlers(app)
+    app.add_middleware(CatchAll)
     app.add_middleware(_MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ConcurrencyLimit, limit=IN_FLIGHT)
+    app.add_middleware(BrowserGuard, settings=settings)
+    if settings.origins:  # pages of these origins may call the API: their preflights are answered
+        app.add_middleware(CORSMiddleware, allow_origins=sorted(settings.origins), allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
     for module in (runs, control, observe, tokens, webhooks, workers):
         app.include_router(module.router, prefix=API_PREFIX)
     _service_routes(app)
     return app
+
+
+class Server(uvicorn.Server):
+    """uvicorn that tells the app when shutdown begins: event streams and claims' long-polls never
+    end by themselves, and would otherwise hold the shutdown for its whole grace period."""
+
+    def __init__(self, app: FastAPI, **config):
+        super().__init__(uvicorn.Config(app, **config))
+        self.sala_app = app
+
+    def handle_exit(self, sig, frame) -> None:
+        self.sala_app.state.stopping.set()
+        super().handle_exit(sig, frame)
 
 
 class _MetricsMiddleware:
@@ -67,28 +94,16 @@ class _MetricsMiddleware:
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
-    tasks = [asyncio.create_task(_reap_forever(app)), asyncio.create_task(delivery.deliver_forever(app))]
+    settings = app.state.settings
+    app.state.reaper = Reaper(app.state.write_sessionmaker, lease_seconds=settings.lease_seconds,
+                              stop_deadline_seconds=settings.stop_deadline_seconds)
+    tasks = [asyncio.create_task(app.state.reaper.run_forever(settings.reaper_seconds)),
+             asyncio.create_task(delivery.deliver_forever(app))]
     try:
         yield
     finally:
         for task in tasks:
             task.cancel()
-
-
-async def _reap_forever(app: FastAPI) -> None:
-    """Re-queue runs whose worker stopped heartbeating; one short transaction per sweep."""
-    interval = app.state.settings.reaper_seconds
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await run_in_threadpool(_reap_once, app)
-        except Exception:  # a failed sweep (database away) is retried on the next one
-            log.warning("reaper sweep failed", exc_info=True)
-
-
-def _reap_once(app: FastAPI) -> None:
-    with transaction(app.state.write_sessionmaker) as db:  # a background job: no request to share one with
-        leases.reap(db, utcnow(), app.state.settings.stop_deadline_seconds)
 
 
 def _service_routes(app: FastAPI) -> None:
@@ -107,6 +122,10 @@ def _service_routes(app: FastAPI) -> None:
                                                "migration: run `sala db upgrade`"), 503)
         except Exception as exc:  # any failure to reach the database means not ready
             return JSONResponse(error_body("not_ready", f"database unreachable: {type(exc).__name__}"), 503)
+        full = app.state.storage_full_at
+        if full is not None and time.monotonic() - full < STORAGE_FULL_NOT_READY_S:
+            return JSONResponse(error_body("not_ready", f"the database ran out of space {time.monotonic() - full:.0f}s "
+                                           "ago and no write has succeeded since"), 503)
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", tags=["service"], response_class=Response,

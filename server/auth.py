@@ -72,17 +72,32 @@ def active_token_count(db: Session) -> int:
     return db.scalar(select(func.count()).select_from(ApiToken).where(ApiToken.revoked_at.is_(None))) or 0
 
 
-def authenticate(db: Session, authorization: str | None, *, open_loopback: bool) -> Principal:
+def bearer_token(authorization: str | None) -> str | None:
+    """The token an Authorization header carries (None without one), however it is spelled."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def generation(db: Session) -> tuple[int, int]:
+    """Changes whenever a token is created or revoked, by any process (the API, `sala tokens`,
+    another server): tokens are never deleted and ids never reused, so the newest id and the
+    number revoked only grow. Identities cached under an older generation are stale."""
+    newest, revoked = db.execute(select(func.max(ApiToken.id), func.count(ApiToken.revoked_at))).one()
+    return newest or 0, revoked
+
+
+def authenticate(db: Session, token: str | None, *, open_loopback: bool) -> Principal:
     """Resolve the caller. With no token and a loopback server that has no tokens yet, the
     caller is the local admin: that is the single-machine `sala up` experience."""
-    if not authorization:
+    if token is None:
         if open_loopback and active_token_count(db) == 0:
             return ANONYMOUS_ADMIN
         raise Unauthorized("this server requires a token: send 'Authorization: Bearer <token>'")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("Authorization header must be 'Bearer <token>'")
-    row = db.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(token.strip()))).first()
+    row = db.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
     if row is None or row.revoked_at is not None:
         raise Unauthorized("unknown or revoked token")
     return Principal(role=row.role, name=row.name, token_id=row.id)

@@ -4,11 +4,13 @@ the server and `sala up`'s workers can share one file without 'database is locke
 from __future__ import annotations
 
 import importlib.util
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -20,6 +22,17 @@ THREADS = 32
 # 40 in flight 140 req/s with heartbeats at p50 1.3 s (docs/RELIABILITY.md, Load).
 IN_FLIGHT = 8  # requests admitted at once (server/limits.py); each holds one connection at most
 POOL = {"pool_size": 10, "max_overflow": THREADS, "pool_timeout": 10}
+
+
+# What a database that went away (restarted, unreachable, its pool exhausted) raises: requests
+# answer 503 and retry-able callers (the reaper, the event stream) try again later.
+DATABASE_AWAY = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+
+
+def storage_full(exc: Exception) -> bool:
+    """A write refused for want of space: SQLite's SQLITE_FULL, PostgreSQL's disk_full (53100)."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or getattr(orig, "sqlstate", None) == "53100"
 
 
 def make_engine(url: str) -> Engine:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -10,7 +11,7 @@ from fastapi import Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from server.auth import TOUCH_EVERY, Principal, authenticate, authorize, touch
+from server.auth import TOUCH_EVERY, Principal, authenticate, authorize, bearer_token, generation, hash_token, touch
 from server.db import transaction
 from server.models import utcnow
 
@@ -27,36 +28,64 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
     with factory() as session:
         with session.begin():
             yield session
+    if not reads_only:
+        request.app.state.storage_full_at = None  # a write was stored: there is space again
 
 
 DB = Annotated[Session, Depends(get_db, scope="function")]
 
 
-AUTH_CACHE_SECONDS = 2.0
+class Identities:
+    """Who each token is, kept while the token table's generation (`auth.generation`) is unchanged,
+    so a poller is identified with one tiny read instead of a token lookup, and a token created
+    or revoked anywhere (the API, `sala tokens`, another server) counts from the next request.
+    Keyed by the token's hash, not the header's spelling; at most `size` entries, the least
+    recently used dropped first. Shared by the request threads, hence the lock."""
+
+    def __init__(self, size: int = 1024):
+        self.size = size
+        self._items: OrderedDict[str, tuple[Principal, tuple[int, int]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str, generation: tuple[int, int]) -> Principal | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is None or found[1] != generation:
+                return None
+            self._items.move_to_end(key)
+            return found[0]
+
+    def put(self, key: str, generation: tuple[int, int], principal: Principal) -> None:
+        with self._lock:
+            self._items[key] = (principal, generation)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
 
 
-async def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    """Identify the caller. Answers are cached for a moment per Authorization value (the API's own
-    token changes clear the cache at once; a CLI revocation takes effect within AUTH_CACHE_SECONDS),
-    so a poller costs no database round trip and no worker thread for being identified."""
-    state = request.app.state
-    key = authorization or ""
-    cached = state.auth_cache.get(key)
-    now = time.monotonic()
-    if cached is not None and cached[1] > now:
-        principal = cached[0]
-    else:
-        principal = await run_in_threadpool(_authenticate, state, authorization)
-        state.auth_cache[key] = (principal, now + AUTH_CACHE_SECONDS)
-    if principal.token_id is not None and _touch_due(state, principal.token_id):
-        await run_in_threadpool(_touch, state, principal.token_id)
+def identify(state, authorization: str | None) -> Principal:
+    """The caller, as of now. Runs in a worker thread, in a short read of its own: a long request
+    (a claim's long-poll, the event stream) holds no transaction for it."""
+    token = bearer_token(authorization)
+    key = hash_token(token) if token is not None else ""
+    with state.sessionmaker() as db:
+        now = generation(db)
+        principal = state.identities.get(key, now)
+        if principal is None:
+            principal = authenticate(db, token, open_loopback=state.open_loopback)
+            state.identities.put(key, now, principal)
     return principal
 
 
-def _authenticate(state, authorization: str | None) -> Principal:
-    """A short read of its own: a long request (a claim's long-poll) holds no transaction for it."""
-    with state.sessionmaker() as db:
-        return authenticate(db, authorization, open_loopback=state.open_loopback)
+async def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    state = request.app.state
+    principal = await run_in_threadpool(identify, state, authorization)
+    if principal.token_id is not None and _touch_due(state, principal.token_id):
+        await run_in_threadpool(_touch, state, principal.token_id)
+    return principal
 
 
 def _touch_due(state, token_id: int) -> bool:
@@ -73,10 +102,6 @@ def _touch(state, token_id: int) -> None:
     """Its own short write: the request's transaction may be a read, or may not commit."""
     with transaction(state.write_sessionmaker) as db:
         touch(db, token_id)
-
-
-def forget_principals(request: Request) -> None:
-    request.app.state.auth_cache.clear()
 
 
 def _grant(name: str):

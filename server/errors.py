@@ -3,13 +3,17 @@ API's `{"error": {code, message, details}}` shape, so no client input can produc
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.db import DATABASE_AWAY, storage_full
 
 log = logging.getLogger("sala.server")
 
@@ -52,8 +56,20 @@ class PayloadTooLarge(SalaError):
     status, code = 413, "payload_too_large"
 
 
+class UnsupportedMediaType(SalaError):
+    status, code = 415, "unsupported_media_type"
+
+
 def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict:
     return {"error": {"code": code, "message": message, "details": details or []}}
+
+
+async def send_error(send, error: SalaError) -> None:
+    """An error answered by plain ASGI middleware, before the app (and its handlers) see the request."""
+    body = json.dumps(error_body(error.code, error.message, error.details)).encode()
+    await send({"type": "http.response.start", "status": error.status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def field_path(loc: tuple | list) -> str:
@@ -94,13 +110,60 @@ def _http_handler(_request: Request, exc: StarletteHTTPException) -> JSONRespons
     return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
 
-def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(error_body("internal", "internal server error"), 500)
+class DatabaseUnavailable(SalaError):
+    status, code = 503, "database_unavailable"
+
+
+class StorageFull(SalaError):
+    status, code = 503, "storage_full"
+
+
+def _database_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The database went away or ran out of space: a 503 that says which, which workers retry."""
+    if storage_full(exc):
+        request.app.state.storage_full_at = time.monotonic()  # /readyz says not ready for a while
+        error: SalaError = StorageFull("the database is out of space: the write was not stored; "
+                                       "retry once space is freed")
+    else:
+        cause = type(getattr(exc, "orig", None) or exc).__name__
+        error = DatabaseUnavailable(f"the database is unreachable ({cause}); retry shortly")
+    log.warning("%s %s: %s", request.method, request.url.path, error.message)
+    return JSONResponse(error_body(error.code, error.message), error.status, headers={"Retry-After": "2"})
+
+
+class Internal(SalaError):
+    status, code = 500, "internal"
+
+
+class CatchAll:
+    """Any error no handler took becomes the API's 500, answered here: Starlette's last-resort
+    handler re-raises after answering, and uvicorn then drops the kept-alive connection."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            if started:  # nothing more can be said on this connection
+                raise
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await send_error(send, Internal("internal server error"))
 
 
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(SalaError, _sala_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
-    app.add_exception_handler(Exception, _unexpected_handler)
+    for away in DATABASE_AWAY:
+        app.add_exception_handler(away, _database_handler)

@@ -143,6 +143,7 @@ def acknowledge(db: Session, run: Run, applied: list[AppliedEvent]) -> None:
 
 
 def finish(db: Session, run: Run, status: str, error: str | None, actor: str) -> None:
+    status = _with_pending_request(run, status)
     action = {"completed": "finish_completed", "stopped": "finish_stopped", "failed": "finish_failed",
               "paused": "release_paused", "queued": "requeue"}[status]
     run.status = next_status(action, run.status).value
@@ -158,6 +159,14 @@ def finish(db: Session, run: Run, status: str, error: str | None, actor: str) ->
             event.applied_at, event.applied_step = utcnow(), run.step
     events.record(db, run.id, f"run_{status}" if status != "queued" else "released", actor,
                   error=error[:500] if error else None, epoch=run.epoch, step=run.step)
+
+
+def _with_pending_request(run: Run, status: str) -> str:
+    """A worker that releases a run for its own reasons (SIGTERM, a rollback) still carries out a
+    pause or stop a person asked for meanwhile: the run ends paused or stopped, not queued."""
+    if status == "queued" and run.status in (Status.PAUSING, Status.STOPPING):
+        return "paused" if run.status == Status.PAUSING else "stopped"
+    return status
 
 
 def _release(run: Run) -> None:

@@ -3,9 +3,7 @@ and it counts a chunked body too, which a Content-Length check alone would miss.
 
 from __future__ import annotations
 
-import json
-
-from server.errors import PayloadTooLarge, error_body
+from server.errors import PayloadTooLarge, send_error
 
 
 class BodyLimit:
@@ -51,13 +49,8 @@ class BodyLimit:
             await self._refuse(send)
 
     async def _refuse(self, send):
-        """Built here, not raised: the body is refused before FastAPI's handlers ever see the request."""
-        error = PayloadTooLarge(f"request body is larger than {self.max_bytes} bytes")
-        body = json.dumps(error_body(error.code, error.message)).encode()
-        await send({"type": "http.response.start", "status": error.status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        """Sent here, not raised: the body is refused before FastAPI's handlers ever see the request."""
+        await send_error(send, PayloadTooLarge(f"request body is larger than {self.max_bytes} bytes"))
 
 
 class _TooLarge(Exception):

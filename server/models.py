@@ -31,6 +31,12 @@ NAMING_CONVENTION = {
 }
 
 
+# Ids people and streams hold (a run, a checkpoint a fork starts from, an event cursor) must never
+# name another row after a delete: SQLite reuses the highest rowid without AUTOINCREMENT;
+# PostgreSQL's sequences never do.
+NEVER_REUSED = {"sqlite_autoincrement": True}
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -110,7 +116,7 @@ class Run(Base):
     finished_at: Mapped[dt.datetime | None]
     control_requested_at: Mapped[dt.datetime | None]
 
-    __table_args__ = (Index("ix_runs_status_priority", "status", "priority", "id"),)
+    __table_args__ = (Index("ix_runs_status_priority", "status", "priority", "id"), NEVER_REUSED)
 
 
 class StageTransition(Base):
@@ -180,6 +186,8 @@ class Checkpoint(Base):
     deleted_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
+    __table_args__ = NEVER_REUSED
+
 
 class ControlEvent(Base):
     """The audit log: every request that changed a run, and when the worker applied it."""
@@ -196,7 +204,7 @@ class ControlEvent(Base):
     applied_at: Mapped[dt.datetime | None]
     applied_step: Mapped[int | None] = mapped_column(BigInteger)
 
-    __table_args__ = (Index("ix_control_events_run_id_id", "run_id", "id"),)
+    __table_args__ = (Index("ix_control_events_run_id_id", "run_id", "id"), NEVER_REUSED)
 
 
 class RunLog(Base):

@@ -30,6 +30,8 @@ class Metrics:
         self.latency = Histogram("sala_http_request_seconds", "HTTP request latency", ["method", "route"],
                                  registry=self.registry)
         self.runs = Gauge("sala_runs", "Runs by status", ["status"], registry=self.registry)
+        self.nonfinite = Counter("sala_nonfinite_values_total", "Metric values sent as NaN or ±Infinity, "
+                                 "stored as null", ["message"], registry=self.registry)
 
     def refresh(self, db: Session) -> None:
         counts = dict(db.execute(select(Run.status, func.count()).group_by(Run.status)).all())

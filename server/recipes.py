@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from server.errors import InvalidInput
-from core.recipe import Recipe, apply_patch, format_errors
+from core.recipe import AliasRefused, Recipe, apply_patch, format_errors, load_yaml
 
 
 def parse_recipe(raw: dict[str, Any] | str | None, prefix: str = "recipe") -> Recipe:
@@ -35,7 +35,10 @@ def _as_mapping(raw: dict[str, Any] | str | None, prefix: str) -> dict[str, Any]
     if isinstance(raw, dict):
         return raw
     try:
-        data = yaml.safe_load(raw) if raw.strip() else {}
+        data = load_yaml(raw) if raw.strip() else {}
+    except AliasRefused as exc:
+        raise InvalidInput(f"{prefix} uses a YAML alias: aliases are not accepted in recipes",
+                           [{"path": prefix, "message": str(exc)[:500]}]) from None
     except yaml.YAMLError as exc:
         raise InvalidInput(f"{prefix} is not valid YAML or JSON",
                            [{"path": prefix, "message": str(exc)[:500]}]) from None

@@ -86,7 +86,13 @@ def _act(db: Session, run: Run, action: curriculum.Action, epoch: int) -> None:
 
 
 def record_checkpoint(db: Session, run: Run, report: protocol.CheckpointReport) -> tuple[Checkpoint, list[Checkpoint]]:
-    """Store checkpoint metadata and apply retention; a checkpoint a fork started from is never dropped."""
+    """Store checkpoint metadata and apply retention; a checkpoint a fork started from is never dropped.
+    The same file reported twice (a retry whose first answer was lost) is stored once: a second
+    row of one file would let retention delete the file the first row still keeps."""
+    again = db.scalars(select(Checkpoint).where(Checkpoint.run_id == run.id, Checkpoint.uri == report.uri,
+                                                Checkpoint.sha256 == report.sha256)).first()
+    if again is not None:
+        return again, []
     row = Checkpoint(run_id=run.id, attempt=run.attempt, uri=report.uri, epoch=report.epoch, step=report.step,
                      stage_index=report.stage_index, sha256=report.sha256, size=report.size,
                      metrics=report.metrics)

@@ -14,12 +14,13 @@ from sqlalchemy.orm import Session, defer
 from core import lr as lr_rules
 from core.curriculum import finished
 from core.lr import LrOverride
+from core.protocol import MAX_ID
 from core.recipe import Recipe, StageSpec
 from server import events
 from server.errors import Conflict, InvalidInput, NotFound
 from server.models import Checkpoint, ControlEvent, EpochReport, Run, RunLog, StageTransition, StepScalar, utcnow
 from server.recipes import parse_recipe, patched
-from server.states import Status, next_status, require
+from server.states import TERMINAL, Status, next_status, require
 
 LR_EVENT_KINDS = frozenset({"lr_set", "lr_scale", "lr_clear", "lr_reduce"})
 
@@ -160,7 +161,7 @@ def _decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, value = raw.split(":", 1)
-        if kind != "run":
+        if kind != "run" or not 0 < int(value) <= MAX_ID:  # an id the database can hold
             raise ValueError
         return int(value)
     except (ValueError, UnicodeDecodeError):
@@ -225,15 +226,35 @@ def fork(db: Session, run: Run, actor: str, *, checkpoint_id: int | None,
 
 
 def delete_run(db: Session, run: Run) -> list[str]:
-    """Remove the run and its rows; return the checkpoint URIs whose files the caller deletes."""
+    """Remove the run and its rows; return the checkpoint URIs whose files the caller deletes.
+    Refused (409, naming them) while another run still needs its checkpoints."""
     require("delete", run.status)
-    uris = list(db.scalars(select(Checkpoint.uri).where(Checkpoint.run_id == run.id,
-                                                        Checkpoint.kept.is_(True))))
+    needing = dependants(db, run)
+    if needing:
+        raise Conflict(f"cannot delete run {run.id}: {'; '.join(needing)} still need its checkpoints; "
+                       "finish or delete those runs first",
+                       [{"path": "dependants", "message": why} for why in needing])
+    uris = list(db.scalars(select(Checkpoint.uri).where(Checkpoint.run_id == run.id)))  # a dropped one may linger
     for model in (StepScalar, EpochReport, StageTransition, Checkpoint, ControlEvent, RunLog):
         db.execute(delete(model).where(model.run_id == run.id))
     db.delete(run)
     db.flush()
     return uris
+
+
+def dependants(db: Session, run: Run) -> list[str]:
+    """Unfinished runs that need this run's checkpoints: forks that start from one (until they
+    have their own), and runs that distil from it (the teacher is fetched at every claim)."""
+    unfinished = [s.value for s in Status if s not in TERMINAL]
+    forks = db.execute(select(Run.id, Run.parent_checkpoint_id).join(
+        Checkpoint, Checkpoint.id == Run.parent_checkpoint_id).where(
+        Checkpoint.run_id == run.id, Run.status.in_(unfinished), Run.id != run.id))
+    needing = [f"run {rid} (forked from checkpoint {cid})" for rid, cid in forks]
+    for rid, recipe in db.execute(select(Run.id, Run.recipe).where(Run.status.in_(unfinished), Run.id != run.id)):
+        teacher = ((recipe.get("loss") or {}).get("distillation") or {}).get("teacher_run")
+        if teacher == str(run.id):
+            needing.append(f"run {rid} (distils from it)")
+    return needing
 
 
 def resolve_stage(run: Run, to: str | int) -> int:

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
         10_000, ge=100, description="Log lines kept per run attempt; older ones are dropped and counted.")
     webhook_retry_seconds: float = Field(
         2.0, gt=0, description="First retry of a failed webhook delivery; doubled per try, 8 tries.")
+    allowed_hosts: str = Field(
+        "", description="More names a loopback-bound server answers to (comma-separated), e.g. a proxy's.")
+    cors_origins: str = Field(
+        "", description="Web origins (comma-separated) whose pages may call the API; none by default.")
     log_level: str = Field("info")
 
     @field_validator("database_url")
@@ -48,6 +52,14 @@ class Settings(BaseSettings):
     @property
     def binds_loopback(self) -> bool:
         return is_loopback(self.host)
+
+    @property
+    def extra_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip())
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/").lower() for o in self.cors_origins.split(",") if o.strip())
 
 
 def is_loopback(host: str) -> bool:

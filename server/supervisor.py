@@ -10,8 +10,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
+from sqlalchemy.orm import Session
 
 from server.settings import Settings
 
@@ -35,17 +38,21 @@ def run_stack(settings: Settings, workers: int) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     if not _wait_ready(base, server):
         return server.wait() or 1
-    token = _worker_token(settings)
+    token_id, token = _worker_token(settings) if workers else (None, None)
     worker_env = {**env, **({"SALA_TOKEN": token} if token else {})}
-    children = [_spawn([sys.executable, "-m", "sala.cli", "worker", "--server", base,
-                        "--name", f"local-{i + 1}"], worker_env) for i in range(workers)]
-    log.info("sala up: API on %s, %d worker(s); Ctrl-C to stop", base, workers)
-    print(f"Sala is up: {base}  (dashboard /, API docs /docs). Ctrl-C stops it.", flush=True)
-    while not stopping and server.poll() is None:
-        time.sleep(0.5)
-    print("stopping: checkpointing and re-queuing running runs…", flush=True)
-    _terminate(children, WORKER_GRACE_S)
-    _terminate([server], SERVER_GRACE_S)
+    try:
+        children = [_spawn([sys.executable, "-m", "sala.cli", "worker", "--server", base,
+                            "--name", f"local-{i + 1}"], worker_env) for i in range(workers)]
+        log.info("sala up: API on %s, %d worker(s); Ctrl-C to stop", base, workers)
+        print(f"Sala is up: {base}  (dashboard /, API docs /docs). Ctrl-C stops it.", flush=True)
+        while not stopping and server.poll() is None:
+            time.sleep(0.5)
+        print("stopping: checkpointing and re-queuing running runs…", flush=True)
+        _terminate(children, WORKER_GRACE_S)
+        _terminate([server], SERVER_GRACE_S)
+    finally:
+        if token_id is not None:
+            _revoke(settings, token_id)
     return 0
 
 
@@ -70,18 +77,34 @@ def _wait_ready(base: str, server: subprocess.Popen, timeout: float = 60) -> boo
     return False
 
 
-def _worker_token(settings: Settings) -> str | None:
-    """With auth on, local workers get a worker token of their own (shown nowhere)."""
+def _worker_token(settings: Settings) -> tuple[int | None, str | None]:
+    """With auth on, local workers get a worker token of their own (shown nowhere), revoked when
+    `sala up` exits so that each start does not leave one more live token behind."""
     from server import auth
+
+    with _session(settings) as db:
+        if auth.active_token_count(db) == 0:
+            return None, None
+        row, token = auth.create_token(db, f"sala-up-{os.getpid()}", "worker")
+        return row.id, token
+
+
+def _revoke(settings: Settings, token_id: int) -> None:
+    from server import auth
+
+    with _session(settings) as db:
+        auth.revoke_token(db, token_id)
+
+
+@contextmanager
+def _session(settings: Settings) -> Iterator[Session]:
+    """`sala up` has no request: a transaction of its own on an engine of its own."""
     from server.db import make_engine, make_sessionmaker, transaction
 
     engine = make_engine(settings.database_url)
     try:
         with transaction(make_sessionmaker(engine)) as db:
-            if auth.active_token_count(db) == 0:
-                return None
-            _, token = auth.create_token(db, f"sala-up-{os.getpid()}", "worker")
-            return token
+            yield db
     finally:
         engine.dispose()
 

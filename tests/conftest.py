@@ -105,5 +105,6 @@ def app(settings):
 def client(app):
     from fastapi.testclient import TestClient
 
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    # the address a loopback server answers to (a made-up name like TestClient's own is refused)
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as test_client:
         yield test_client

@@ -2,16 +2,19 @@
 log output and exit codes, and a server on a TCP port.
 
 `live_server` starts `sala server` on a free loopback port, waits for /readyz, yields a
-`LiveServer` (base URL and the output so far) and always terminates the process.
+`LiveServer` (base URL and the output so far) and always terminates the process;
+`serve_in_thread` serves an app object the test holds; `Stream` reads the event stream.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -65,7 +68,7 @@ class LiveServer:
 
 @contextmanager
 def live_server(tmp_path: Path, env: Mapping[str, str] | None = None, *,
-                args: tuple[str, ...] = (), startup_timeout: float = 30,
+                args: tuple[str, ...] = (), startup_timeout: float = 60,
                 port: int | None = None) -> Iterator[LiveServer]:
     port = port or free_port()
     log_fd, log_name = tempfile.mkstemp(prefix="sala-server-", suffix=".log", dir=tmp_path)
@@ -99,3 +102,59 @@ def _wait_ready(server: LiveServer, timeout: float) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"sala server not ready after {timeout}s:\n{server.output()}")
+
+
+@contextmanager
+def serve_in_thread(app, timeout: float = 30) -> Iterator[str]:
+    """`app` behind a real uvicorn on a free loopback port, in a thread of this process: real HTTP
+    (streams, kept-alive connections) while the test can still reach into the app (its state, a
+    monkeypatched constant). Yields the base URL."""
+    import threading
+
+    from server.app import Server
+
+    port = free_port()
+    server = Server(app, host="127.0.0.1", port=port, log_level="warning")
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise AssertionError("the in-thread server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.handle_exit(None, None)
+        thread.join(timeout)
+
+
+class Stream:
+    """An SSE client in a thread: every event and comment line it has read, and whether the
+    server ended the stream (rather than the client giving up)."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None, read_timeout: float = 30):
+        self.events: list[dict] = []
+        self.comments: list[str] = []
+        self.ended = threading.Event()
+        self.error: Exception | None = None
+        self._thread = threading.Thread(target=self._read, args=(url, headers or {}, read_timeout), daemon=True)
+        self._thread.start()
+
+    def _read(self, url: str, headers: dict[str, str], read_timeout: float) -> None:
+        try:
+            with httpx.stream("GET", url, headers=headers, timeout=httpx.Timeout(10, read=read_timeout)) as answer:
+                fields: dict[str, str] = {}
+                for line in answer.iter_lines():  # an event's fields, then a blank line
+                    if line.startswith(":"):
+                        self.comments.append(line)
+                    elif line:
+                        name, _, value = line.partition(": ")
+                        fields[name] = value
+                    elif "data" in fields:
+                        data = json.loads(fields.pop("data"))
+                        self.events.append({**data, "sse": fields})
+                        fields = {}
+            self.ended.set()
+        except httpx.HTTPError as exc:
+            self.error = exc

@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from core import files
 from core.metrics import best
 from client import ApiError, LeaseLost, SalaClient
 from core.api import CheckpointOut
@@ -230,7 +231,7 @@ class Agent:
                                     self.shutdown, logs)
         log.info("run %s attempt %s: training (resume from %s)", run_id, claim.attempt, resume.uri if resume else None)
         try:
-            trainer = Trainer(recipe, controller, artifacts_url=f"{self.artifacts_url.rstrip('/')}/run-{run_id}",
+            trainer = Trainer(recipe, controller, artifacts_url=files.run_root(self.artifacts_url, run_id),
                               device=self.device, teacher=self.fetch_teacher(recipe))
             status = trainer.run(resume=resume)
         except LeaseLost as lost:

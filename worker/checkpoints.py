@@ -160,6 +160,11 @@ class CheckpointManager:
         self.keep_best = keep_best
         self.metric = metric
 
+    @property
+    def root_url(self) -> str:
+        """The root as a URL: the only place retention may delete files."""
+        return self.fs.unstrip_protocol(self.root)
+
     def uri_for(self, name: str) -> str:
         return self.fs.unstrip_protocol(f"{self.root.rstrip('/')}/{name}")
 
@@ -188,7 +193,7 @@ class CheckpointManager:
     def apply_retention(self, infos: Sequence[CheckpointInfo]) -> list[CheckpointInfo]:
         """Delete what retention drops and return it, so the caller can forget those records."""
         doomed = self.select_for_deletion(infos)
-        files.delete(info.uri for info in doomed)
+        files.delete((info.uri for info in doomed), root=self.root_url)
         return doomed
 
     def latest_valid(

@@ -598,7 +598,8 @@ class Trainer:
                                      name=self.checkpoint_name())
         saved = CheckpointReport(uri=info.uri, epoch=info.epoch, step=info.step, stage_index=self.stage,
                                  sha256=info.sha256, size=info.size, metrics=dict(info.metrics))
-        files.delete(uri for uri in self.controller.report_checkpoint(saved) if uri != info.uri)
+        doomed = [uri for uri in self.controller.report_checkpoint(saved) if uri != info.uri]
+        files.delete(doomed, root=self.checkpoints.root_url)
         return saved
 
     def checkpoint_name(self) -> str:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from core.protocol import DbId
+from core.protocol import MAX_ID, DbId
 from server import events, leases, logs, reports, runs, steps
-from server.deps import DB, Reader
-from core.api import ERRORS, CheckpointOut, EventPage, LogOut, LogPage, Page, WorkerOut
+from server.db import DATABASE_AWAY
+from server.deps import DB, Reader, identify
+from server.errors import Unauthorized
+from core.api import ERRORS, CheckpointOut, EventOut, EventPage, LogOut, LogPage, Page, WorkerOut
 from server.storage import stream_file
 from server.views import checkpoint_out, epoch_out, event_out
 
@@ -22,7 +26,7 @@ Limit = Annotated[int, Query(ge=1, le=5000)]
 
 
 @router.get("/runs/{run_id}/events", response_model=EventPage)
-def list_events(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+def list_events(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
                 limit: Limit = 500) -> EventPage:
     runs.get_run(db, run_id)
     rows = events.list_events(db, run_id, after=after, limit=limit)
@@ -31,7 +35,7 @@ def list_events(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=
 
 
 @router.get("/runs/{run_id}/epochs", response_model=Page)
-def list_epochs(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=-1, le=2**31 - 1)] = -1,
+def list_epochs(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=-1, le=MAX_ID)] = -1,
                 limit: Limit = 1000) -> Page:
     run = runs.get_run(db, run_id)
     rows = reports.epochs(db, run_id, after=after, limit=limit)
@@ -79,32 +83,54 @@ def list_workers(db: DB, _: Reader) -> list[WorkerOut]:
     return [WorkerOut.model_validate(w, from_attributes=True) for w in leases.list_workers(db)]
 
 
-@router.get("/events/stream", response_class=StreamingResponse,
+# A comment on an idle stream, so proxies and browsers keep the connection open. FastAPI pings on
+# its own after 15 s of silence too, but its interval is private; this one a test can shorten.
+KEEPALIVE_S = 15.0
+STREAM_POLL_S = 0.5
+
+
+@router.get("/events/stream", response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "one SSE event per audit row"}})
-async def event_stream(request: Request, _: Reader,
-                       after: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None) -> StreamingResponse:
-    """Server-sent events for every run change: one `event` per audit-log row, polled from the
-    database so it works the same with any number of server processes."""
+async def event_stream(request: Request, _: Reader, after: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+                       last_event_id: Annotated[int | None, Header(ge=0, le=MAX_ID)] = None,
+                       ) -> AsyncIterable[ServerSentEvent]:
+    """Server-sent events for every run change: one `event` per audit-log row (`id` is the row's),
+    polled from the database so it works the same with any number of server processes. A browser
+    that reconnects sends `Last-Event-ID` and resumes after it (as `?after=` does); without either
+    the stream starts from now. It ends when its token is revoked and when the server shuts down,
+    and outlives a database outage (it polls again once the database is back)."""
+    state = request.app.state
+    authorization, quiet = request.headers.get("authorization"), 0.0
+    cursor = last_event_id if last_event_id is not None else after
+    if cursor is None:
+        cursor = await run_in_threadpool(_newest, state)
+    yield ServerSentEvent(comment="sala event stream")  # from here on, no event is missed
+    while not state.stopping.is_set():
+        try:
+            cursor, rows = await run_in_threadpool(_poll, state, authorization, cursor)
+        except Unauthorized:
+            return
+        except DATABASE_AWAY:
+            rows = []
+        for row in rows:
+            yield ServerSentEvent(data=row, event=row.kind, id=str(row.id))
+        quiet = 0.0 if rows else quiet + STREAM_POLL_S
+        if quiet >= KEEPALIVE_S:
+            yield ServerSentEvent(comment="keep-alive")
+            quiet = 0.0
+        await anyio.sleep(STREAM_POLL_S)
 
-    def fetch(cursor: int | None) -> tuple[int, list]:
-        # A short read session per poll, not the request's: a stream lives for minutes or hours
-        # and must hold no connection or transaction between polls.
-        with request.app.state.sessionmaker() as db:
-            if cursor is None:
-                return events.last_id(db), []
-            rows = events.since(db, cursor)
-            return (rows[-1].id if rows else cursor), [event_out(row) for row in rows]
 
-    async def stream():
-        cursor = after
-        yield ": sala event stream\n\n"
-        while not await request.is_disconnected():
-            first = cursor is None
-            cursor, rows = await run_in_threadpool(fetch, cursor)
-            for row in rows:
-                yield f"id: {row.id}\nevent: {row.kind}\ndata: {row.model_dump_json()}\n\n"
-            if not first:
-                await anyio.sleep(0.5)
+def _poll(state, authorization: str | None, cursor: int) -> tuple[int, list[EventOut]]:
+    """The caller identified again (a revoked token ends its stream), then the events after the
+    cursor. A short read of its own, not the request's: a stream lives for hours and must hold no
+    connection or transaction between polls."""
+    identify(state, authorization)
+    with state.sessionmaker() as db:
+        rows = events.since(db, cursor)
+        return (rows[-1].id if rows else cursor), [event_out(row) for row in rows]
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+def _newest(state) -> int:
+    with state.sessionmaker() as db:
+        return events.last_id(db)

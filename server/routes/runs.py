@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.background import BackgroundTask
 
-from core.protocol import DbId
+from core.protocol import DbId, NoNul
 from server import runs
 from server.deps import DB, Operator, Reader
 from core.api import ERRORS, Accepted, ForkBody, ReasonBody, RunCreate, RunOut, RunPage, RunPatch
@@ -26,7 +26,7 @@ def create_run(body: RunCreate, db: DB, who: Operator) -> RunOut:
 
 @router.get("", response_model=RunPage)
 def list_runs(db: DB, _: Reader, status: Annotated[str | None, Query(max_length=200)] = None,
-              tag: Annotated[str | None, Query(max_length=50)] = None,
+              tag: Annotated[str | None, Query(max_length=50), NoNul] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               cursor: Annotated[str | None, Query(max_length=100)] = None) -> RunPage:
     statuses = [s for s in (status or "").split(",") if s]
@@ -82,5 +82,5 @@ def delete_run(run_id: DbId, request: Request, db: DB, _: Operator) -> Response:
     run = runs.get_run(db, run_id, for_update=True)
     uris = runs.delete_run(db, run)
     # files go only after the rows are committed: the task runs once the response is sent
-    task = BackgroundTask(delete_files, request.app.state.settings.artifacts_url, uris)
+    task = BackgroundTask(delete_files, request.app.state.settings.artifacts_url, run_id, uris)
     return Response(status_code=204, background=task)

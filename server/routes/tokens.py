@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from core.protocol import DbId
 from server import auth
-from server.deps import DB, Admin, forget_principals
+from server.deps import DB, Admin
 from core.api import ERRORS, TokenCreate, TokenCreated, TokenOut
 
 router = APIRouter(prefix="/tokens", tags=["tokens"], responses=ERRORS)
 
 
 @router.post("", status_code=201, response_model=TokenCreated)
-def create_token(body: TokenCreate, request: Request, db: DB, _: Admin) -> TokenCreated:
+def create_token(body: TokenCreate, db: DB, _: Admin) -> TokenCreated:
     row, token = auth.create_token(db, body.name, body.role)
-    forget_principals(request)  # the first token turns auth on: no cached open-mode answer may outlive it
     return TokenCreated(**TokenOut.model_validate(row, from_attributes=True).model_dump(), token=token)
 
 
@@ -25,7 +24,6 @@ def list_tokens(db: DB, _: Admin) -> list[TokenOut]:
 
 
 @router.delete("/{token_id}", response_model=TokenOut)
-def revoke_token(token_id: DbId, request: Request, db: DB, _: Admin) -> TokenOut:
+def revoke_token(token_id: DbId, db: DB, _: Admin) -> TokenOut:
     row = auth.revoke_token(db, token_id)
-    forget_principals(request)
     return TokenOut.model_validate(row, from_attributes=True)

@@ -23,6 +23,7 @@ from core.protocol import (
     HeartbeatAnswer,
     LogAnswer,
     LogBatch,
+    Message,
     Registered,
     WorkerHello,
 )
@@ -32,7 +33,7 @@ from server.deps import DB, WorkerAuth
 from server.directives import directive
 from server.errors import Forbidden
 from core.api import ERRORS
-from server.storage import check_uri
+from server.storage import check_report
 from server.views import claim_out
 
 router = APIRouter(tags=["workers"], responses=ERRORS)
@@ -55,7 +56,8 @@ async def claim_run(worker_id: DbId, request: Request, who: WorkerAuth, body: Cl
     deadline = anyio.current_time() + (body.wait_s if body else 0.0)
     while True:
         answer = await run_in_threadpool(_try_claim, request.app, worker_id)
-        if answer is not None or anyio.current_time() >= deadline or await request.is_disconnected():
+        if answer is not None or anyio.current_time() >= deadline or request.app.state.stopping.is_set() \
+                or await request.is_disconnected():
             return answer if answer is not None else Response(status_code=204)
         await anyio.sleep(CLAIM_POLL_S)
 
@@ -76,10 +78,16 @@ def _try_claim(app, worker_id: int) -> Claim | None:
         return claim_out(run, leases.resume_checkpoint(db, run), directive(db, run))
 
 
+def _count_nonfinite(request: Request, kind: str, message: Message) -> None:
+    if message.nonfinite:
+        request.app.state.metrics.nonfinite.labels(kind).inc(message.nonfinite)
+
+
 @router.post("/runs/{run_id}/heartbeat", response_model=HeartbeatAnswer)
 def heartbeat(run_id: DbId, body: Heartbeat, request: Request, db: DB, _: WorkerAuth) -> HeartbeatAnswer:
     settings = request.app.state.settings
     run = leases.held_run(db, run_id, body.lease_token)
+    _count_nonfinite(request, "heartbeat", body)
     leases.heartbeat(db, run, body, lease_seconds=settings.lease_seconds, horizon=settings.step_horizon,
                      bucket=settings.step_rollup_bucket)
     return HeartbeatAnswer(lease_expires_at=run.lease_expires_at, directive=directive(db, run))
@@ -88,6 +96,7 @@ def heartbeat(run_id: DbId, body: Heartbeat, request: Request, db: DB, _: Worker
 @router.post("/runs/{run_id}/epochs", response_model=EpochAnswer)
 def report_epoch(run_id: DbId, body: EpochMessage, request: Request, db: DB, _: WorkerAuth) -> EpochAnswer:
     run = leases.held_run(db, run_id, body.lease_token)
+    _count_nonfinite(request, "epoch", body)
     leases.renew(run, request.app.state.settings.lease_seconds)
     leases.acknowledge(db, run, body.applied)
     row = reports.record_epoch(db, run, body)
@@ -98,7 +107,8 @@ def report_epoch(run_id: DbId, body: EpochMessage, request: Request, db: DB, _: 
 def report_checkpoint(run_id: DbId, body: CheckpointMessage, request: Request, db: DB,
                       _: WorkerAuth) -> CheckpointAnswer:
     run = leases.held_run(db, run_id, body.lease_token)
-    check_uri(body.uri)
+    check_report(request.app.state.settings.artifacts_url, run.id, body.uri)
+    _count_nonfinite(request, "checkpoint", body)
     leases.renew(run, request.app.state.settings.lease_seconds)
     row, doomed = reports.record_checkpoint(db, run, body)
     return CheckpointAnswer(checkpoint_id=row.id, delete=[c.id for c in doomed], delete_uris=[c.uri for c in doomed])
@@ -123,6 +133,7 @@ def finish_run(run_id: DbId, body: Finish, db: DB, who: WorkerAuth) -> FinishAns
 def raise_alert(run_id: DbId, body: Alert, request: Request, db: DB, who: WorkerAuth) -> AlertAnswer:
     """The worker's alarm; the answer says whether to roll back to the last checkpoint or fail."""
     run = leases.held_run(db, run_id, body.lease_token)
+    _count_nonfinite(request, "alert", body)
     leases.renew(run, request.app.state.settings.lease_seconds)
     action = rollbacks.alert(db, run, body, who.actor)
     return AlertAnswer(action=action or "continue", reason=run.error if action == "fail" else None,

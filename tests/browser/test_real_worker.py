@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -203,8 +202,7 @@ def test_run_page_with_a_real_worker_draws_grows_and_applies_clicked_overrides(l
     screenshot(page, "run-page.png", full_page=True)
     save_readme_screenshot(page)
     page.set_viewport_size({"width": 390, "height": 844})
-    page.wait_for_timeout(400)  # charts redraw for the new width
-    assert int(page.locator("[data-chart=val] svg").get_attribute("width")) <= 390
+    page.wait_for_function("parseInt(document.querySelector('[data-chart=val] svg').getAttribute('width')) <= 390")
     screenshot(page, "run-page-phone.png", full_page=True)
 
 
@@ -222,8 +220,6 @@ def save_readme_screenshot(page) -> None:
         from PIL import Image
     except ImportError:
         return
-    started = time.monotonic()
     with Image.open(target) as image:
         small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
     small.save(target, optimize=True)
-    assert time.monotonic() - started < 10

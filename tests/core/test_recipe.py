@@ -185,7 +185,8 @@ def test_json_and_yaml_text_and_paths_load(tmp_path):
         load_recipe("missing.yaml")
 
 
-@pytest.mark.parametrize("text", ["[1, 2]", "name: [unclosed", "just a string"])
+@pytest.mark.parametrize("text", ["[1, 2]", "name: [unclosed", "just a string",
+                                  "training: &t {max_epochs: 3}\nvalidation: *t\n"])
 def test_unparsable_or_non_mapping_text_is_a_parse_error(text):
     with pytest.raises(RecipeParseError):
         load_recipe(text)

@@ -64,3 +64,23 @@ def _ready(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_sala_up_revokes_the_worker_token_it_made_when_it_exits(tmp_path):
+    """With auth on, each start makes a token for its local workers; none may outlive the stack."""
+    from tests.live import run_sala
+
+    run_sala("tokens", "create", "--role", "admin", "--name", "me", tmp_path=tmp_path)
+    port = free_port()
+    stack = start_up(tmp_path, port)
+    try:
+        wait_for(lambda: "Sala is up" in open(stack.log_name).read(), 60, "sala up to start its worker",
+                 diagnostics=lambda: open(stack.log_name).read()[-3000:])
+        stack.send_signal(signal.SIGINT)
+        assert stack.wait(timeout=120) == 0
+    finally:
+        if stack.poll() is None:
+            stack.kill()
+    listed = run_sala("tokens", "list", tmp_path=tmp_path).stdout.splitlines()
+    made = [line.split("\t") for line in listed if "\tsala-up-" in line]
+    assert made and all(fields[-1] == "revoked" for fields in made), listed

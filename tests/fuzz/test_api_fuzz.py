@@ -1,4 +1,4 @@
-"""Schemathesis against the app's own `/openapi.json`, with an admin token, on SQLite.
+"""Schemathesis against the app's own `/openapi.json`, with an admin token, on SQLite and PostgreSQL.
 
 Every operation the schema lists is fuzzed with schema-valid (positive) and schema-breaking
 (negative) requests. Half of the generated ids are swapped for ids that exist (runs in every
@@ -38,6 +38,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 
 from server import auth, migrate  # noqa: E402
 from server.settings import Settings  # noqa: E402
+from tests.conftest import create_pg_database, drop_pg_database  # noqa: E402
 
 API = "/api/v1"
 # endpoints that never answer within a request's lifetime under a test client; and webhook creation,
@@ -219,28 +220,36 @@ def _check_name(failure) -> str:
 CI_EXAMPLES = 5  # ~33 operations × 2 modes × ≤5 examples ≈ 300 requests
 
 
-def fuzz_fresh_app(tmp: Path, *, examples: int, seed: int = 0) -> FuzzReport:
-    """A migrated SQLite app under `tmp`, seeded with a World, then fuzzed."""
+def fuzz_fresh_app(tmp: Path, *, examples: int, seed: int = 0, database_url: str | None = None) -> FuzzReport:
+    """A migrated app (SQLite under `tmp`, or the empty database at `database_url`), seeded with a
+    World, then fuzzed."""
     from fastapi.testclient import TestClient
 
     from server.app import create_app
 
-    url = f"sqlite:///{tmp / 'sala.db'}"
+    url = database_url or f"sqlite:///{tmp / 'sala.db'}"
     migrate.upgrade(url)
     artifacts = tmp / "artifacts"
     artifacts.mkdir()
-    app = create_app(Settings(database_url=url, artifacts_url=f"file://{artifacts}", host="127.0.0.1"))
+    # schemathesis's ASGI client names the server "testserver", which a loopback server must be told
+    app = create_app(Settings(database_url=url, artifacts_url=f"file://{artifacts}", host="127.0.0.1",
+                              allowed_hosts="testserver"))
     try:
-        with TestClient(app, raise_server_exceptions=False) as client:
+        with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
             return fuzz(app, seed_world(client, artifacts), examples=examples, seed=seed)
     finally:
         app.state.engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory) -> Iterator[FuzzReport]:
-    report = fuzz_fresh_app(tmp_path_factory.mktemp("fuzz"), examples=CI_EXAMPLES)
-    print("\n" + report.summary())
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fuzzed(request, tmp_path_factory) -> Iterator[FuzzReport]:
+    url = create_pg_database() if request.param == "postgresql" else None
+    try:
+        report = fuzz_fresh_app(tmp_path_factory.mktemp("fuzz"), examples=CI_EXAMPLES, database_url=url)
+    finally:
+        if url:
+            drop_pg_database(url)
+    print(f"\n{request.param}: " + report.summary())
     yield report
 
 
@@ -280,7 +289,7 @@ def test_a_heartbeat_scalar_without_a_step_is_a_422(tmp_path, scalar):
     url = f"sqlite:///{tmp_path / 'sala.db'}"
     migrate.upgrade(url)
     app = create_app(Settings(database_url=url, artifacts_url=f"file://{tmp_path}", host="127.0.0.1"))
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
         client.post(f"{API}/runs", json={"name": "r"})
         worker = client.post(f"{API}/workers", json={"name": "w"}).json()["worker_id"]
         claim = client.post(f"{API}/workers/{worker}/claim", json={"wait_s": 0}).json()

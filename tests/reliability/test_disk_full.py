@@ -258,3 +258,44 @@ def test_the_worker_fails_the_run_with_a_clear_reason_when_the_disk_is_full(tmp_
     kept = load_checkpoint(reported[0]["uri"], reported[0]["sha256"])
     assert kept["position"]["epoch"] == 1
     assert sorted(p.name for p in (tmp_path / "store" / "run-1").iterdir()) == [reported[0]["uri"].rsplit("/", 1)[1]]
+
+
+def test_a_full_database_answers_503_and_is_not_ready_until_a_write_lands(tmp_path):
+    """The database's own disk full (SQLite told to grow no more: the same SQLITE_FULL a full disk
+    gives): writes answer 503 `storage_full` instead of 500, /readyz says not ready, and both
+    recover once a write succeeds again."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import event
+
+    from server import migrate
+    from server.app import create_app
+    from server.settings import Settings
+
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'sala.db'}"
+    migrate.upgrade(url)
+    with sqlite3.connect(tmp_path / "sala.db") as conn:
+        conn.execute("VACUUM")  # no free pages left over from the migrations' table rebuilds
+    app = create_app(Settings(database_url=url, artifacts_url=f"file://{tmp_path}", host="127.0.0.1"))
+    full = {"on": True}
+
+    @event.listens_for(app.state.engine, "connect")
+    def _no_room(dbapi_conn, _record):
+        if full["on"]:
+            pages = dbapi_conn.execute("PRAGMA page_count").fetchone()[0]
+            dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    recipe = {}  # the whole default recipe is stored (3 KB): the pages' free room is soon used up
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        answers = [client.post("/api/v1/runs", json={"name": "r", "recipe": recipe}) for _ in range(10)]
+        refused = next(a for a in answers if a.status_code != 201)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "storage_full"
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "out of space" in ready.json()["error"]["message"]
+        full["on"] = False
+        app.state.engine.dispose()  # new connections, without the limit: space again
+        assert client.post("/api/v1/runs", json={"name": "r", "recipe": recipe}).status_code == 201
+        assert client.get("/readyz").status_code == 200
+    app.state.engine.dispose()

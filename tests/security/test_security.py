@@ -248,7 +248,62 @@ def _escapes(root: Path, tmp_path: Path) -> list[str]:
     ]
 
 
-def test_checkpoint_download_cannot_leave_the_store(client, tokens, world, settings, tmp_path):
+def _record(app, run_id: int, uri: str) -> int:
+    """A checkpoint row as a server that did not check reports could have stored it."""
+    from server.models import Checkpoint
+
+    with app.state.write_sessionmaker() as db, db.begin():
+        row = Checkpoint(run_id=run_id, attempt=1, uri=uri, epoch=1, step=2, stage_index=0, size=1,
+                         sha256=hashlib.sha256(b"x").hexdigest())
+        db.add(row)
+        db.flush()
+        return row.id
+
+
+def _report(client, tokens, world, uri: str):
+    run_a, lease_a, _ = world["held"]["a"]
+    return client.post(f"{API}/runs/{run_a}/checkpoints", headers=bearer(tokens["worker"]), json={
+        "lease_token": lease_a, "uri": uri, "epoch": 1, "step": 2, "stage_index": 0,
+        "sha256": hashlib.sha256(b"x").hexdigest(), "size": 1})
+
+
+def test_a_checkpoint_is_accepted_only_inside_its_runs_directory(client, tokens, world, settings, tmp_path):
+    """Checked when reported (403, as downloads are), so that deleting the run or retention can
+    never be made to delete a file outside the store, or another run's."""
+    root = Path(settings.artifacts_url.removeprefix("file://"))
+    run_a, run_b = world["held"]["a"][0], world["held"]["b"][0]
+    (root / f"run-{run_b}").mkdir()
+    (root / f"run-{run_b}" / "ck.pt").write_text("run b's")
+    others = [f"file://{root}/run-{run_b}/ck.pt", f"file://{root}/run-{run_a}/../run-{run_b}/ck.pt",
+              f"file://{root}/ck.pt"]
+    for uri in [*_escapes(root, tmp_path), *others]:
+        answer = _report(client, tokens, world, uri)
+        assert answer.status_code == 403, (uri, answer.status_code, answer.text)
+        assert answer.json()["error"]["code"] == "forbidden"
+    assert client.get(f"{API}/runs/{run_a}/checkpoints", headers=bearer(tokens["viewer"])).json() == []
+
+
+def test_deleting_a_run_deletes_files_only_in_its_own_directory(client, tokens, world, settings, app, tmp_path):
+    """Rows stored before reports were checked are checked again before their files are deleted."""
+    root = Path(settings.artifacts_url.removeprefix("file://"))
+    doomed, other = world["queued"], world["held"]["b"][0]
+    own = root / f"run-{doomed}" / "ck.pt"
+    own.parent.mkdir(parents=True)
+    own.write_text("goes with its run")
+    (root / f"run-{other}").mkdir()
+    (root / f"run-{other}" / "ck.pt").write_text("stays")
+    (own.parent / "link.pt").symlink_to(root / f"run-{other}" / "ck.pt")
+    for uri in [*_escapes(root, tmp_path), f"file://{root}/run-{other}/ck.pt", f"file://{own.parent}/link.pt",
+                f"file://{own}"]:
+        _record(app, doomed, uri)
+    assert client.delete(f"{API}/runs/{doomed}", headers=bearer(tokens["admin"])).status_code == 204
+    assert not own.exists()
+    assert (tmp_path / "secret.txt").read_text() == "do not serve"
+    assert (root / f"run-{other}" / "ck.pt").read_text() == "stays"
+    assert Path(f"{root}-evil/ck.pt").exists() and (own.parent / "link.pt").is_symlink()
+
+
+def test_checkpoint_download_cannot_leave_the_store(client, tokens, world, settings, app, tmp_path):
     import fsspec
 
     root = Path(settings.artifacts_url.removeprefix("file://"))
@@ -257,49 +312,35 @@ def test_checkpoint_download_cannot_leave_the_store(client, tokens, world, setti
         handle.write(b"do not serve")
     with fs.open("/ck.pt", "wb") as handle:
         handle.write(b"do not serve")
-    worker, viewer = bearer(tokens["worker"]), bearer(tokens["viewer"])
-    run_a, lease_a, _ = world["held"]["a"]
+    run_a = world["held"]["a"][0]
     try:
         for uri in _escapes(root, tmp_path):
-            reported = client.post(f"{API}/runs/{run_a}/checkpoints", headers=worker, json={
-                "lease_token": lease_a, "uri": uri, "epoch": 1, "step": 2, "stage_index": 0,
-                "sha256": hashlib.sha256(b"x").hexdigest(), "size": 1})
-            if reported.status_code != 201:  # refusing the report is fine too
-                assert reported.status_code in (403, 422), (uri, reported.text)
-                continue
-            cid = reported.json()["checkpoint_id"]
-            answer = client.get(f"{API}/runs/{run_a}/checkpoints/{cid}/file", headers=viewer)
-            assert answer.status_code != 200, uri
+            cid = _record(app, run_a, uri)
+            answer = client.get(f"{API}/runs/{run_a}/checkpoints/{cid}/file", headers=bearer(tokens["viewer"]))
             assert answer.status_code in (403, 404), (uri, answer.status_code, answer.text[:200])
             assert b"do not serve" not in answer.content and b"root:" not in answer.content, uri
     finally:
         fs.rm("/", recursive=True)
 
 
-
-
-def test_foreign_and_chained_uris_are_refused_without_being_opened(client, tokens, world, tmp_path):
+def test_foreign_and_chained_uris_are_refused_without_being_opened(client, tokens, world, app, tmp_path):
     outside = tmp_path / "not-a-zip.txt"
     outside.write_text("do not open")
-    run_a, lease_a, _ = world["held"]["a"]
+    run_a = world["held"]["a"][0]
     statuses = {}
     for uri in ("http://127.0.0.1:9/ck.pt", f"zip://ck.pt::file://{outside}"):
-        reported = client.post(f"{API}/runs/{run_a}/checkpoints", headers=bearer(tokens["worker"]), json={
-            "lease_token": lease_a, "uri": uri, "epoch": 1, "step": 2, "stage_index": 0, "sha256": "0" * 64, "size": 1})
-        if reported.status_code != 201:  # a chained URI is refused when reported
-            statuses[uri] = reported.status_code
-            continue
-        statuses[uri] = client.get(f"{API}/runs/{run_a}/checkpoints/{reported.json()['checkpoint_id']}/file",
-                                   headers=bearer(tokens["viewer"])).status_code
-    assert set(statuses.values()) == {403}, statuses
+        statuses[uri] = (_report(client, tokens, world, uri).status_code,
+                         client.get(f"{API}/runs/{run_a}/checkpoints/{_record(app, run_a, uri)}/file",
+                                    headers=bearer(tokens["viewer"])).status_code)
+    assert set(statuses.values()) == {(403, 403)}, statuses
 
 
 def test_a_checkpoint_inside_the_store_is_still_served(client, tokens, world, settings):
     root = Path(settings.artifacts_url.removeprefix("file://"))
-    path = root / "run-1" / "ok.pt"
+    run_a, lease_a, _ = world["held"]["a"]
+    path = root / f"run-{run_a}" / "ok.pt"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"weights")
-    run_a, lease_a, _ = world["held"]["a"]
     cid = client.post(f"{API}/runs/{run_a}/checkpoints", headers=bearer(tokens["worker"]), json={
         "lease_token": lease_a, "uri": f"file://{path}", "epoch": 1, "step": 2, "stage_index": 0,
         "sha256": hashlib.sha256(b"weights").hexdigest(), "size": 7}).json()["checkpoint_id"]
@@ -350,8 +391,9 @@ def test_tokens_and_authorization_headers_are_never_logged(tmp_path):
         httpx.get(f"{api}/runs", headers={"Authorization": f"Basic {admin}"}, timeout=10)
         httpx.post(f"{api}/runs", content=b"{not json", headers={**h, "Content-Type": "application/json"},
                    timeout=10)
-        import time
-        time.sleep(2.0)  # the reaper expires the lease and logs it
+        from tests.e2e.conftest import wait_for  # the reaper expires the lease and logs it
+        wait_for(lambda: any(e["kind"] == "lease_expired" for e in httpx.get(
+            f"{api}/runs/{claim['run_id']}/events", headers=h, timeout=10).json()["items"]), 60, "the lease to expire")
         log = server.output()
     assert "GET /api/v1/runs" in log, log[-2000:]  # the access log is on, so silence proves something
     for secret in (admin, created["token"], wrong, lease, admin[len(auth.TOKEN_PREFIX):]):
@@ -399,7 +441,7 @@ def _too_big_chunked(head: str) -> bytes:
 
 
 LIMIT = 4096
-HEAD = "POST /api/v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+HEAD = "POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 
 
 def test_request_size_limits_hold_declared_and_chunked(tmp_path):

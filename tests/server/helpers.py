@@ -22,5 +22,10 @@ def create_run(client, name="r", recipe=None, **extra) -> dict:
     return response.json()
 
 
+def checkpoint_uri(client, run_id: int, name: str) -> str:
+    """Where a worker writes a run's checkpoint: the run's directory in the app's store."""
+    return f"{client.app.state.settings.artifacts_url}/run-{run_id}/{name}"
+
+
 def error_paths(response) -> list[str]:
     return [d["path"] for d in response.json()["error"]["details"]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 from sqlalchemy import select
 
@@ -100,3 +102,41 @@ def create_run_as(client, token: str) -> dict:
         return create_run(client)
     finally:
         del client.headers["Authorization"]
+
+
+@contextmanager
+def _elsewhere(database_url: str):
+    """A session of another process's own, as `sala tokens create` and `revoke` open one."""
+    from server.db import make_engine, make_sessionmaker, transaction
+
+    engine = make_engine(database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as db:
+            yield db
+    finally:
+        engine.dispose()
+
+
+def test_tokens_made_or_revoked_by_another_process_count_from_the_next_request(client, database_url):
+    """The first token turns auth on at once, as the README says, whoever creates it; a
+    revocation by `sala tokens revoke` too. Nothing waits for a cache to expire."""
+    assert client.get(f"{API}/runs").status_code == 200  # open mode, and now remembered
+    with _elsewhere(database_url) as db:
+        row, token = auth.create_token(db, "cli", "operator")
+    assert client.get(f"{API}/runs").status_code == 401
+    assert client.get(f"{API}/runs", headers=bearer(token)).status_code == 200
+    with _elsewhere(database_url) as db:
+        auth.revoke_token(db, row.id)
+    assert client.get(f"{API}/runs", headers=bearer(token)).status_code == 401
+
+
+def test_identities_are_kept_per_token_not_per_header_spelling_and_bounded(app, client, tokens):
+    spellings = [f"{scheme}{space}{tokens['viewer']}{tail}" for scheme in ("Bearer", "bearer", "BEARER")
+                 for space in (" ", "   ") for tail in ("", " ", "  ")]
+    for header in spellings:
+        assert client.get(f"{API}/runs", headers={"Authorization": header}).status_code == 200, header
+    assert len(app.state.identities) == 1
+    app.state.identities.size = 3
+    for role in ("admin", "operator", "worker", "viewer"):
+        assert client.get(f"{API}/runs", headers=bearer(tokens[role])).status_code == 200
+    assert len(app.state.identities) == 3

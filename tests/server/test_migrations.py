@@ -52,7 +52,7 @@ def test_readyz_reports_unmigrated_database(tmp_path):
     from server.settings import Settings
 
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}"))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         answer = client.get("/readyz")
     app.state.engine.dispose()
     assert answer.status_code == 503 and "sala db upgrade" in answer.json()["error"]["message"]

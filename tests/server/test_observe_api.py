@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import threading
+import time
 
 import httpx
 
-from tests.live import live_server
+from tests.e2e.conftest import wait_for
+from tests.live import Stream, live_server, serve_in_thread
 from tests.server.helpers import API, create_run
 from tests.server.test_worker_protocol import claim, register
 
@@ -20,12 +20,12 @@ def report_checkpoint(client, run_id, lease, uri, data=b"x"):
 
 
 def test_checkpoint_download_streams_bytes_with_checksum(client, settings, tmp_path):
+    run = create_run(client)
     root = settings.artifacts_url.removeprefix("file://")
-    path = f"{root}/run-1/ck.pt"
+    path = f"{root}/run-{run['id']}/ck.pt"
     import os
     os.makedirs(os.path.dirname(path))
     open(path, "wb").write(b"weights" * 1000)
-    run = create_run(client)
     lease = claim(client, register(client)).json()["lease_token"]
     cid = report_checkpoint(client, run["id"], lease, f"file://{path}", b"weights" * 1000).json()["checkpoint_id"]
     answer = client.get(f"{API}/runs/{run['id']}/checkpoints/{cid}/file")
@@ -43,10 +43,8 @@ def test_checkpoint_download_cannot_leave_the_store(client, settings, tmp_path):
     run = create_run(client)
     lease = claim(client, register(client)).json()["lease_token"]
     for uri in (f"file://{root}/../secret.txt", f"file://{secret}", f"file://{link}"):
-        cid = report_checkpoint(client, run["id"], lease, uri).json()["checkpoint_id"]
-        answer = client.get(f"{API}/runs/{run['id']}/checkpoints/{cid}/file")
+        answer = report_checkpoint(client, run["id"], lease, uri)  # refused when reported, so never served
         assert answer.status_code == 403, uri
-        assert "do not serve" not in answer.text
 
 
 def test_steps_are_downsampled_to_max_points(client):
@@ -61,22 +59,65 @@ def test_steps_are_downsampled_to_max_points(client):
     assert [p["step"] for p in later] == list(range(990, 1000))
 
 
-def test_event_stream_delivers_new_events(tmp_path):
+def test_event_stream_delivers_new_events(app, client):
+    run = create_run(client)
+    with serve_in_thread(app) as url:
+        stream = Stream(f"{url}{API}/events/stream")
+        wait_for(lambda: stream.comments, 30, "the stream to open")
+        client.post(f"{API}/runs/{run['id']}/pause")
+        wait_for(lambda: stream.events, 30, "the pause event")
+    assert stream.events[0]["kind"] == "paused" and stream.events[0]["run_id"] == run["id"]
+    assert stream.events[0]["sse"] == {"event": "paused", "id": str(stream.events[0]["id"])}
+
+
+def test_a_reconnecting_browser_resumes_after_its_last_event_id(app, client):
+    run = create_run(client)
+    for action in ("pause", "resume", "stop"):
+        client.post(f"{API}/runs/{run['id']}/{action}")
+    ids = [e["id"] for e in client.get(f"{API}/runs/{run['id']}/events").json()["items"]]
+    with serve_in_thread(app) as url:
+        stream = Stream(f"{url}{API}/events/stream", {"Last-Event-ID": str(ids[1])})
+        wait_for(lambda: len(stream.events) >= 2, 30, "the events after the last one seen")
+        both = Stream(f"{url}{API}/events/stream?after={ids[0]}", {"Last-Event-ID": str(ids[2])})
+        wait_for(lambda: both.events, 30, "the events after the header's id")
+        refused = httpx.get(f"{url}{API}/events/stream", headers={"Last-Event-ID": "x"}, timeout=10)
+    assert [e["id"] for e in stream.events] == ids[2:]
+    assert [e["id"] for e in both.events] == ids[3:]  # the browser's header wins over the URL
+    assert refused.status_code == 422
+
+
+def test_an_idle_stream_gets_keep_alive_comments(app, monkeypatch):
+    from server.routes import observe
+
+    monkeypatch.setattr(observe, "KEEPALIVE_S", 0.5, raising=False)
+    with serve_in_thread(app) as url:
+        stream = Stream(f"{url}{API}/events/stream")
+        wait_for(lambda: len(stream.comments) >= 3, 30, "two keep-alive comments after the opening one")
+    assert stream.comments[0] == ": sala event stream" and set(stream.comments[1:]) == {": keep-alive"}
+
+
+def test_a_stream_ends_when_its_token_is_revoked(app, client):
+    from server import auth
+
+    with app.state.write_sessionmaker() as db, db.begin():
+        _, admin = auth.create_token(db, "admin", "admin")
+        viewer_row, viewer = auth.create_token(db, "viewer", "viewer")
+        viewer_id = viewer_row.id
+    with serve_in_thread(app) as url:
+        stream = Stream(f"{url}{API}/events/stream", {"Authorization": f"Bearer {viewer}"})
+        wait_for(lambda: stream.comments, 30, "the stream to open")
+        revoked = client.delete(f"{API}/tokens/{viewer_id}", headers={"Authorization": f"Bearer {admin}"})
+        assert revoked.status_code == 200
+        assert stream.ended.wait(30), stream.error
+
+
+def test_an_open_stream_does_not_hold_up_shutdown(tmp_path):
     with live_server(tmp_path) as server:
-        run = httpx.post(f"{server.api}/runs", json={"name": "s"}).json()
-        received: list[dict] = []
-
-        def listen():
-            with httpx.stream("GET", f"{server.api}/events/stream", timeout=10) as response:
-                for line in response.iter_lines():
-                    if line.startswith("data: "):
-                        received.append(json.loads(line[6:]))
-                        return
-
-        listener = threading.Thread(target=listen)
-        listener.start()
-        import time
-        time.sleep(1.0)
-        httpx.post(f"{server.api}/runs/{run['id']}/pause")
-        listener.join(timeout=10)
-    assert received and received[0]["kind"] == "paused" and received[0]["run_id"] == run["id"]
+        stream = Stream(f"{server.api}/events/stream")
+        wait_for(lambda: stream.comments, 30, "the stream to open")
+        began = time.monotonic()
+        server.process.terminate()
+        server.process.wait(timeout=30)
+        took = time.monotonic() - began
+    assert took < 8, f"sala server took {took:.1f}s to stop with a stream open (its grace period is 10 s)"
+    assert stream.ended.wait(10)

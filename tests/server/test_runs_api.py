@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.server.helpers import API, TINY_RECIPE, create_run
+from tests.server.helpers import API, TINY_RECIPE, checkpoint_uri, create_run
 
 
 def test_create_fills_defaults_and_starts_queued_in_stage_one(client):
@@ -29,6 +29,25 @@ def test_recipe_may_be_sent_as_yaml_text(client):
     response = client.post(f"{API}/runs", json={"name": "y", "recipe": "training:\n  max_epochs: 7\n"})
     assert response.status_code == 201, response.text
     assert response.json()["max_epochs"] == 7
+
+
+def alias_bomb(levels: int) -> str:
+    """The classic "billion laughs": each level lists the one before nine times, by alias."""
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_recipe_with_yaml_aliases_is_refused_before_it_expands(client):
+    """Nine levels are under 500 bytes and 9^9 strings once expanded; six keep the test cheap where it fails."""
+    for text in (alias_bomb(6), alias_bomb(9), "training: &t {max_epochs: 3}\nvalidation: *t\n",
+                 "base: &b {lr: 0.1}\noptimizer: {<<: *b}\n"):
+        answer = client.post(f"{API}/runs", json={"name": "bomb", "recipe": text})
+        assert answer.status_code == 422, answer.text[:300]
+        error = answer.json()["error"]
+        assert "YAML alias" in error["message"] and error["details"][0]["path"] == "recipe"
+    patched = client.post(f"{API}/runs/{create_run(client)['id']}/fork", json={"recipe_patch": {"x": 1}})
+    assert patched.status_code == 422  # a JSON patch has no aliases to refuse: validated as before
 
 
 def test_list_paginates_with_cursor_and_filters(client):
@@ -114,3 +133,48 @@ def test_service_endpoints(client):
     assert 'route="/api/v1/runs/{run_id}/stages"' in client.get("/metrics").text  # no ids in labels
     assert client.get("/openapi.json").json()["info"]["title"] == "Sala"
     assert client.get("/docs").status_code == 200
+
+
+def _finished_run_with_a_checkpoint(client) -> tuple[dict, int]:
+    from tests.server.test_worker_protocol import claim, register
+
+    run = create_run(client, name="parent")
+    lease = claim(client, register(client)).json()["lease_token"]
+    cid = client.post(f"{API}/runs/{run['id']}/checkpoints", json={
+        "lease_token": lease, "uri": checkpoint_uri(client, run["id"], "ck.pt"), "epoch": 1, "step": 2,
+        "stage_index": 0, "sha256": "0" * 64, "size": 1}).json()["checkpoint_id"]
+    client.post(f"{API}/runs/{run['id']}/finish", json={"lease_token": lease, "status": "stopped"})
+    return run, cid
+
+
+def test_a_run_whose_checkpoint_a_fork_needs_is_not_deleted(client):
+    from tests.server.test_worker_protocol import claim, register
+
+    parent, cid = _finished_run_with_a_checkpoint(client)
+    fork = client.post(f"{API}/runs/{parent['id']}/fork", json={"checkpoint_id": cid}).json()
+    student = create_run(client, name="student", recipe={
+        **TINY_RECIPE, "loss": {"distillation": {"teacher_run": str(parent["id"])}}})
+    refused = client.delete(f"{API}/runs/{parent['id']}")
+    assert refused.status_code == 409, refused.text
+    message = refused.json()["error"]["message"]
+    assert f"run {fork['id']} (forked from checkpoint {cid})" in message
+    assert f"run {student['id']} (distils from it)" in message
+    claimed = claim(client, register(client)).json()  # the fork still starts from the parent's checkpoint
+    assert claimed["run_id"] == fork["id"] and claimed["resume_checkpoint"]["id"] == cid
+    client.post(f"{API}/runs/{fork['id']}/finish", json={"lease_token": claimed["lease_token"], "status": "failed"})
+    client.post(f"{API}/runs/{student['id']}/stop")
+    assert client.delete(f"{API}/runs/{parent['id']}").status_code == 204
+
+
+def test_ids_are_never_reused_after_a_delete(client):
+    """SQLite hands out the highest rowid + 1 unless told otherwise: a fork recorded against a
+    deleted run's id, or an event stream's cursor, would then name another run's rows."""
+    first, newest = create_run(client, name="a"), create_run(client, name="b")
+    last_event = client.get(f"{API}/runs/{newest['id']}/events").json()["items"][-1]["id"]
+    client.post(f"{API}/runs/{newest['id']}/stop")
+    last_event += 1
+    assert client.delete(f"{API}/runs/{newest['id']}").status_code == 204
+    again = create_run(client, name="c")
+    assert again["id"] > newest["id"] > first["id"]
+    events = client.get(f"{API}/runs/{again['id']}/events").json()["items"]
+    assert events[0]["id"] > last_event

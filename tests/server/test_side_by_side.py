@@ -12,7 +12,7 @@ from core import lr as lr_rules
 from core.lr import LrOverride
 from core.protocol import CheckpointReport, EpochReport
 from core.recipe import Recipe
-from tests.server.helpers import API, create_run
+from tests.server.helpers import API, checkpoint_uri, create_run
 from tests.server.test_worker_protocol import claim, register
 from worker.controller import Rollback
 from worker.local import LocalController
@@ -57,7 +57,8 @@ class Server:
         return self.post("epochs", {**report.model_dump(), "lease_token": self.lease})["directive"]["action"]
 
     def checkpoint(self, report: CheckpointReport) -> None:
-        self.post("checkpoints", {**report.model_dump(), "lease_token": self.lease})
+        uri = checkpoint_uri(self.client, self.run_id, report.uri.rsplit("/", 1)[1])
+        self.post("checkpoints", {**report.model_dump(), "uri": uri, "lease_token": self.lease})
 
     def rollback(self) -> None:
         answer = self.post("alerts", {"lease_token": self.lease, "kind": "nonfinite", "detail": {"consecutive": 3}})

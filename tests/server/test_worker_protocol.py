@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
+import pytest
+
 from server import leases
 from server.models import utcnow
-from tests.server.helpers import API, TINY_RECIPE, create_run
+from tests.server.helpers import API, TINY_RECIPE, checkpoint_uri, create_run
 
 
 def register(client, name="w1") -> int:
@@ -106,6 +108,20 @@ def test_pause_and_stop_directives_and_release(client):
     assert beat.json()["directive"]["action"] == "stop"
 
 
+@pytest.mark.parametrize("request_, ends", [("pause", "paused"), ("stop", "stopped")])
+def test_a_release_carries_out_a_pending_pause_or_stop(client, request_, ends):
+    """A worker releasing the run for its own reasons (SIGTERM, a rollback) does not lose what a
+    person asked for while it was on its way out."""
+    run = create_run(client)
+    lease = claim(client, register(client)).json()["lease_token"]
+    client.post(f"{API}/runs/{run['id']}/{request_}")
+    client.post(f"{API}/runs/{run['id']}/finish", json={"lease_token": lease, "status": "queued"})
+    assert client.get(f"{API}/runs/{run['id']}").json()["status"] == ends
+    events = client.get(f"{API}/runs/{run['id']}/events").json()["items"]
+    assert [e for e in events if e["kind"] == f"{request_}_requested"][0]["applied_at"] is not None
+    assert events[-1]["kind"] == f"run_{ends}"
+
+
 def test_stale_lease_is_fenced_with_409(client, app):
     wid = register(client)
     run = create_run(client)
@@ -128,8 +144,9 @@ def test_checkpoint_retention_keeps_last_and_best(client):
     ids, deleted = [], []
     for n, cer in enumerate([0.5, 0.2, 0.4, 0.3], start=1):
         answer = client.post(f"{API}/runs/{run['id']}/checkpoints", json={
-            "lease_token": lease, "uri": f"file:///tmp/c{n}.pt", "epoch": n, "step": n * 2, "stage_index": 0,
-            "sha256": hashlib.sha256(str(n).encode()).hexdigest(), "size": 10, "metrics": {"val_cer": cer}})
+            "lease_token": lease, "uri": checkpoint_uri(client, run["id"], f"c{n}.pt"), "epoch": n, "step": n * 2,
+            "stage_index": 0, "sha256": hashlib.sha256(str(n).encode()).hexdigest(), "size": 10,
+            "metrics": {"val_cer": cer}})
         assert answer.status_code == 201
         ids.append(answer.json()["checkpoint_id"])
         deleted += answer.json()["delete"]
@@ -138,13 +155,25 @@ def test_checkpoint_retention_keeps_last_and_best(client):
     assert listed == {ids[0]: False, ids[1]: True, ids[2]: False, ids[3]: True}
 
 
+def test_a_retried_checkpoint_report_is_stored_once(client):
+    """A report whose answer was lost (the database or server went away after the commit) is sent
+    again: two rows of one file would let retention delete a file that a kept row names."""
+    run = create_run(client, recipe={**TINY_RECIPE, "checkpoint": {"keep_last": 1, "keep_best": 0}})
+    lease = claim(client, register(client)).json()["lease_token"]
+    report = {"lease_token": lease, "uri": checkpoint_uri(client, run["id"], "c1.pt"), "epoch": 1, "step": 2,
+              "stage_index": 0, "sha256": "1" * 64, "size": 10}
+    first, again = (client.post(f"{API}/runs/{run['id']}/checkpoints", json=report).json() for _ in range(2))
+    assert again == {**first, "delete": [], "delete_uris": []}
+    assert [c["id"] for c in client.get(f"{API}/runs/{run['id']}/checkpoints").json()] == [first["checkpoint_id"]]
+
+
 def test_resume_supersedes_reports_after_the_checkpoint(client, app):
     wid = register(client)
     run = create_run(client, recipe={**TINY_RECIPE, "training": {"max_epochs": 20}})
     lease = claim(client, wid).json()["lease_token"]
     epoch(client, run["id"], lease, 1, 0, 0.1)
     client.post(f"{API}/runs/{run['id']}/checkpoints", json={
-        "lease_token": lease, "uri": "file:///tmp/x.pt", "epoch": 1, "step": 2, "stage_index": 0,
+        "lease_token": lease, "uri": checkpoint_uri(client, run["id"], "x.pt"), "epoch": 1, "step": 2, "stage_index": 0,
         "sha256": "0" * 64, "size": 1})
     epoch(client, run["id"], lease, 2, 0, 0.2)
     _expire(app, run["id"])

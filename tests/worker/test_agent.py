@@ -49,6 +49,36 @@ def test_nonfinite_alerts_roll_back_once_then_fail(tmp_path, monkeypatch):
     assert kinds.count("rollback") == 1 and "rollback_exhausted" in kinds
 
 
+class PausesWhenAsked:
+    """Stands in for the torch trainer: as it does, checkpoints and returns "paused" once the
+    controller's poll says pause (which a worker told to shut down always does)."""
+
+    def __init__(self, recipe, controller, **_):
+        self.controller = controller
+
+    def run(self, resume=None):
+        assert self.controller.poll(1, 0).action == "pause"
+        return "paused"
+
+
+def test_a_pause_pending_when_the_worker_gets_sigterm_is_not_lost(tmp_path, monkeypatch):
+    import worker.trainer
+
+    monkeypatch.setattr(worker.trainer, "Trainer", PausesWhenAsked)
+    with live_server(tmp_path) as server:
+        rid = httpx.post(f"{server.api}/runs", json={"name": "pausing"}).json()["id"]
+        agent = Agent(server.url, None, "t", claim_wait_s=1)
+        info = agent.client.call("POST", "/workers", {"name": "t"})
+        agent.worker_id, agent.heartbeat_s, agent.artifacts_url = info["worker_id"], 5.0, info["artifacts_url"]
+        claim = agent.claim()
+        assert httpx.post(f"{server.api}/runs/{rid}/pause").json()["run"]["status"] == "pausing"
+        agent.shutdown.set()  # what SIGTERM does
+        agent.train(claim)
+        run = get(server.api, f"/runs/{rid}")
+        kinds = [e["kind"] for e in get(server.api, f"/runs/{rid}/events")["items"]]
+    assert run["status"] == "paused" and kinds[-1] == "run_paused", (run["status"], kinds)
+
+
 def test_lost_lease_raises_on_next_poll(tmp_path):
     with live_server(tmp_path) as server:
         client = SalaClient(server.url)

@@ -139,6 +139,20 @@ def test_retention_answers_delete_files(tmp_path, sources) -> None:
     assert files == [Path(controller.checkpoints[-1].uri).name]
 
 
+def test_retention_answers_never_delete_outside_the_runs_checkpoints(tmp_path, sources) -> None:
+    """A delete list is the server's answer: a path outside this run's checkpoint directory, or
+    reached through a symbolic link, is refused and the file stays."""
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "out").symlink_to(tmp_path, target_is_directory=True)
+    controller = ScriptedController(at_epoch={2: {"action": "stop"}})
+    controller.delete = [f"file://{outside}", str(outside), f"file://{tmp_path}/checkpoints/../precious.txt",
+                         f"file://{tmp_path}/checkpoints/out/precious.txt"]
+    assert make(tmp_path, sources, controller).run() == "stopped"
+    assert outside.read_text() == "keep"
+
+
 def test_cpu_threads_leave_cores_to_the_data_workers(monkeypatch):
     from worker.trainer import cpu_threads
 
