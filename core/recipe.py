@@ -254,11 +254,11 @@ def default_stages() -> list[StageSpec]:
     earlier content so the final model still reads it.
     """
     return [
-        _stage("single_character", "characters", None, 0.85, 2, 15, 4, 0.3, 1.0, 0.0),
-        _stage("simple_combinations", "combinations", None, 0.75, 2, 12, 4, 0.4, 1.0, 0.1),
-        _stage("complex_combinations", "complex", "val_cer", 0.20, 2, 12, 4, 0.5, 0.9, 0.15),
-        _stage("word_level", "words", "val_cer", 0.10, 3, 20, 5, 0.6, 0.8, 0.2),
-        _stage("multi_word", "lines", "val_cer", 0.05, 3, 40, 6, 0.6, 0.7, 0.2),
+        _stage("single_character", "characters", None, 0.60, 2, 12, 3, 0.3, 1.0, 0.0),
+        _stage("simple_combinations", "combinations", "val_cer", 0.25, 2, 8, 3, 0.4, 1.0, 0.1),
+        _stage("complex_combinations", "complex", "val_cer", 0.30, 2, 8, 3, 0.5, 0.9, 0.15),
+        _stage("word_level", "words", "val_cer", 0.15, 2, 15, 4, 0.6, 0.8, 0.2),
+        _stage("multi_word", "lines", "val_cer", 0.08, 3, 40, 6, 0.6, 0.7, 0.2),
     ]
 
 

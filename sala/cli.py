@@ -186,13 +186,15 @@ def _serve(settings) -> None:
 
 
 def _session():
-    """A command's own session on a migrated database: commands run apart from any server."""
+    """A command's own session on a migrated database: commands run apart from any server. It takes
+    SQLite's write lock up front, as the server's writers do: a transaction that reads and then
+    writes while a server touches the same token table would otherwise fail as "database is locked"."""
     from server import migrate
-    from server.db import make_engine, make_sessionmaker
+    from server.db import make_engine, make_sessionmaker, writer
 
     settings = _settings()
     migrate.upgrade(settings.database_url)
-    return make_sessionmaker(make_engine(settings.database_url))()
+    return make_sessionmaker(writer(make_engine(settings.database_url)))()
 
 
 def _redact(url: str) -> str:

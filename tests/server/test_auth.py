@@ -106,10 +106,10 @@ def create_run_as(client, token: str) -> dict:
 
 @contextmanager
 def _elsewhere(database_url: str):
-    """A session of another process's own, as `sala tokens create` and `revoke` open one."""
-    from server.db import make_engine, make_sessionmaker, transaction
+    """A session of another process's own, as `sala tokens create` and `revoke` open one (`sala.cli._session`)."""
+    from server.db import make_engine, make_sessionmaker, transaction, writer
 
-    engine = make_engine(database_url)
+    engine = writer(make_engine(database_url))
     try:
         with transaction(make_sessionmaker(engine)) as db:
             yield db
