@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from core.recipe import Recipe
+
 API = "/api/v1"
+BASE_LR = Recipe().optimizer.lr  # the default a recipe without an optimizer section gets
 
 TINY_RECIPE = {
     "name": "tiny",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.server.helpers import API, create_run
+from tests.server.helpers import API, BASE_LR, create_run
 
 
 def test_stage_jump_by_name_and_number_records_transition_and_event(client):
@@ -47,15 +47,15 @@ def test_lr_scale_set_clear_compose_with_stage_multiplier(client):
     rid = run["id"]
     assert client.post(f"{API}/runs/{rid}/lr", json={"scale": 0.5}).status_code == 202
     lr = client.get(f"{API}/runs/{rid}/lr").json()
-    assert lr["override"] == {"scale": 0.5} and abs(lr["effective"] - 0.0005) < 1e-12
+    assert lr["override"] == {"scale": 0.5} and abs(lr["effective"] - BASE_LR * 0.5) < 1e-12
     client.post(f"{API}/runs/{rid}/stage", json={"to": 2})  # lr multiplier 0.5 in stage 2
-    assert abs(client.get(f"{API}/runs/{rid}/lr").json()["effective"] - 0.00025) < 1e-12
+    assert abs(client.get(f"{API}/runs/{rid}/lr").json()["effective"] - BASE_LR * 0.25) < 1e-12
     client.post(f"{API}/runs/{rid}/lr", json={"lr": 3e-4})
     lr = client.get(f"{API}/runs/{rid}/lr").json()
     assert lr["override"] == {"lr": 3e-4} and lr["effective"] == 3e-4
     client.post(f"{API}/runs/{rid}/lr", json={"clear": True})
     lr = client.get(f"{API}/runs/{rid}/lr").json()
-    assert lr["override"] is None and abs(lr["effective"] - 0.0005) < 1e-12
+    assert lr["override"] is None and abs(lr["effective"] - BASE_LR * 0.5) < 1e-12
     assert [e["kind"] for e in lr["history"]] == ["lr_scale", "lr_set", "lr_clear"]
 
 
@@ -81,7 +81,7 @@ def test_a_scale_after_a_rollback_keeps_the_rollback_and_says_so(client):
     client.post(f"{API}/runs/{rid}/alerts", json={"lease_token": lease, "kind": "nonfinite", "detail": {}})
     answer = client.post(f"{API}/runs/{rid}/lr", json={"scale": 0.5}).json()
     assert answer["run"]["lr"]["override"] == {"scale": 0.5} and answer["run"]["lr"]["auto_scale"] == 0.5
-    assert abs(answer["run"]["lr"]["effective"] - 0.001 * 0.5 * 0.5) < 1e-12
+    assert abs(answer["run"]["lr"]["effective"] - BASE_LR * 0.5 * 0.5) < 1e-12
     lr = client.get(f"{API}/runs/{rid}/lr").json()
     assert [e["kind"] for e in lr["history"]] == ["lr_reduce", "lr_scale"]
     reduce, scale = lr["history"]

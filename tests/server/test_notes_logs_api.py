@@ -63,7 +63,7 @@ def capped(settings):
     from server.app import create_app
 
     app = create_app(settings.model_copy(update={"log_lines": 100}))
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url="http://127.0.0.1") as test_client:
         yield test_client
     app.state.engine.dispose()
 

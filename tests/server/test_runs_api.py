@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.server.helpers import API, TINY_RECIPE, checkpoint_uri, create_run
+from tests.server.helpers import API, BASE_LR, TINY_RECIPE, checkpoint_uri, create_run
 
 
 def test_create_fills_defaults_and_starts_queued_in_stage_one(client):
@@ -10,8 +10,8 @@ def test_create_fills_defaults_and_starts_queued_in_stage_one(client):
     assert run["status"] == "queued"
     assert run["stage"] == {"index": 1, "name": "chars"}
     assert run["tags"] == ["khmer", "tiny"]
-    assert run["recipe"]["optimizer"]["lr"] == 0.001  # default filled in
-    assert run["lr"]["effective"] == 0.001
+    assert run["recipe"]["optimizer"]["lr"] == BASE_LR  # default filled in
+    assert run["lr"]["effective"] == BASE_LR
     assert run["max_restarts"] == 3
 
 

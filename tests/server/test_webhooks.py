@@ -58,7 +58,7 @@ def hooked(settings):
 
     app = create_app(settings.model_copy(update={"webhook_retry_seconds": 0.3}))
     receiver = Receiver(fail_first=1)
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url="http://127.0.0.1") as test_client:
         yield test_client, receiver
     receiver.close()
     app.state.engine.dispose()
