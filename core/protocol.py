@@ -180,11 +180,16 @@ class Alert(Message):
         return self
 
 
+def nul_shown(text: str) -> str:
+    """A process's output may hold NUL bytes; a log line keeps them visible rather than refusing the batch."""
+    return text.replace("\x00", "\ufffd")
+
+
 class LogLine(Message):
     ts: dt.datetime
-    level: Annotated[str, StringConstraints(max_length=10)]
-    source: Annotated[str, StringConstraints(max_length=100)]
-    message: Annotated[str, StringConstraints(max_length=LOG_LINE_CHARS)]
+    level: Annotated[str, StringConstraints(max_length=10), NoNul]
+    source: Annotated[str, StringConstraints(max_length=100), NoNul]
+    message: Annotated[str, StringConstraints(max_length=LOG_LINE_CHARS), AfterValidator(nul_shown)]
 
 
 class LogBatch(Message):

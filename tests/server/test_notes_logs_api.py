@@ -87,3 +87,15 @@ def test_logs_need_the_lease(client):
     run_id, _, _ = claimed(client)
     answer = client.post(f"{API}/runs/{run_id}/logs", json=batch("f" * 32, ["x"]))
     assert answer.status_code == 409 and answer.json()["error"]["code"] == "stale_lease"
+
+
+def test_a_log_line_with_nul_bytes_is_kept_with_them_shown(client):
+    """PostgreSQL text cannot hold NUL: a process that prints one must not lose its batch (a 500)."""
+    run_id, token, _ = claimed(client)
+    answer = client.post(f"{API}/runs/{run_id}/logs", json=batch(token, ["before\x00after", "plain"]))
+    assert answer.status_code == 200, answer.text
+    lines = client.get(f"{API}/runs/{run_id}/logs").json()["items"]
+    assert [line["message"] for line in lines] == ["before\ufffdafter", "plain"]
+    bad_level = batch(token, ["x"])
+    bad_level["lines"][0]["level"] = "IN\x00FO"
+    assert client.post(f"{API}/runs/{run_id}/logs", json=bad_level).status_code == 422

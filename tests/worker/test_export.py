@@ -87,10 +87,16 @@ from PIL import Image
 session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 meta = json.loads(session.get_modelmeta().custom_metadata_map["sala"])
 height = meta["image_height"]
-image = Image.open(sys.argv[2]).convert("L")
-a = np.asarray(image)
-if np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])) > 127:  # dark ink on light: invert
-    image = Image.fromarray(255 - a)
+a = np.asarray(Image.open(sys.argv[2]).convert("L"))
+# levels as training saw them: border median to 0, the ink tail (1st or 99th percentile) to 255
+cdf = np.cumsum(np.bincount(a.ravel(), minlength=256))
+dark, bright = (int(v) for v in np.searchsorted(cdf, [0.01 * a.size, 0.99 * a.size]))
+border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+background = int(np.searchsorted(np.cumsum(np.bincount(border, minlength=256)), border.size / 2))
+if background - dark > bright - background:
+    a, background, bright = 255 - a, 255 - background, 255 - dark
+lut = np.clip((np.arange(256) - background) * (255 / max(bright - background, 48)), 0, 255).round().astype(np.uint8)
+image = Image.fromarray(lut[a])
 width = max(1, round(image.width * height / image.height))
 image = image.resize((width, height), Image.Resampling.BILINEAR)
 pixels = np.zeros((1, 1, height, max(32, -(-width // 32) * 32)), np.float32)
