@@ -68,7 +68,7 @@ class LiveServer:
 
 @contextmanager
 def live_server(tmp_path: Path, env: Mapping[str, str] | None = None, *,
-                args: tuple[str, ...] = (), startup_timeout: float = 60,
+                args: tuple[str, ...] = (), startup_timeout: float = 120,
                 port: int | None = None) -> Iterator[LiveServer]:
     port = port or free_port()
     log_fd, log_name = tempfile.mkstemp(prefix="sala-server-", suffix=".log", dir=tmp_path)

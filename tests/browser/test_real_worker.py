@@ -144,7 +144,8 @@ def test_run_page_with_a_real_worker_draws_grows_and_applies_clicked_overrides(l
 
     # jump to the last stage by clicking, with the confirmation accepted
     page.select_option("#stage-select", "3")
-    page.click("button[data-action=jump]")
+    with page.expect_event("dialog", timeout=30_000):  # the confirmation may come late on a busy machine
+        page.click("button[data-action=jump]")
     assert any("Jump run" in m and "word_level" in m for m in page.dialogs)
     request = page.locator("#requests li").first
     request.wait_for()
@@ -160,7 +161,8 @@ def test_run_page_with_a_real_worker_draws_grows_and_applies_clicked_overrides(l
     # scale the learning rate by clicking; the worker's epochs then report the halved effective lr
     lr_before = get(api, f"/runs/{rid}")["lr"]["effective"]
     page.fill("#lr-value", "0.5")
-    page.click("button[data-action=lr-scale]")
+    with page.expect_event("dialog", timeout=30_000):
+        page.click("button[data-action=lr-scale]")
     assert any("Scale the learning rate by ×0.5" in m for m in page.dialogs)
     lr_request = page.locator("#requests li[data-event-id]").nth(1)
     lr_request.wait_for()
