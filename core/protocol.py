@@ -88,7 +88,12 @@ class WorkerHello(Message):
 
 
 class ClaimRequest(Message):
+    """What the worker can run, so it is only handed runs it can launch (`recipe.resources`)."""
+
     wait_s: float = Field(0, ge=0, le=60, description="Long-poll up to this many seconds.")
+    nodes: int = Field(1, ge=1, le=64, description="machines this worker spans (sala worker --nodes)")
+    processes_per_node: int | None = Field(
+        None, ge=1, le=64, description="most ranks per machine (its GPUs); null: any (CPU ranks share cores)")
 
 
 class AppliedEvent(Message):
