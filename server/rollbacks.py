@@ -1,5 +1,6 @@
 """A worker's alarms: non-finite losses roll the run back (`core.lr.rollback_or_fail`), a corrupt
-checkpoint leaves the run's kept set so the next attempt resumes from the one before."""
+checkpoint leaves the run's kept set so the next attempt resumes from the one before, a failed rank
+of a distributed run restarts its group (a counted restart)."""
 
 from __future__ import annotations
 
