@@ -68,8 +68,8 @@ def test_a_pause_pending_when_the_worker_gets_sigterm_is_not_lost(tmp_path, monk
     with live_server(tmp_path) as server:
         rid = httpx.post(f"{server.api}/runs", json={"name": "pausing"}).json()["id"]
         agent = Agent(server.url, None, "t", claim_wait_s=1)
-        info = agent.client.call("POST", "/workers", {"name": "t"})
-        agent.worker_id, agent.heartbeat_s, agent.artifacts_url = info["worker_id"], 5.0, info["artifacts_url"]
+        info = agent.client.register(WorkerHello(name="t"))
+        agent.worker_id, agent.heartbeat_s, agent.artifacts_url = info.worker_id, 5.0, info.artifacts_url
         claim = agent.claim()
         assert httpx.post(f"{server.api}/runs/{rid}/pause").json()["run"]["status"] == "pausing"
         agent.shutdown.set()  # what SIGTERM does
