@@ -260,6 +260,20 @@ def test_nonfinite_alert_rolls_back_with_half_lr_then_fails(client):
     assert kinds.count("alert") == 2 and "rollback" in kinds and "rollback_exhausted" in kinds
 
 
+def test_a_failed_rank_restarts_the_group_as_a_counted_restart_then_fails(client):
+    wid = register(client)
+    run = create_run(client, max_restarts=1)
+    for attempt, expected in ((1, "rollback"), (2, "fail")):
+        answer = claim(client, wid).json()
+        assert answer["attempt"] == attempt
+        alert = {"lease_token": answer["lease_token"], "kind": "rank_failed", "detail": {"exit_code": 1}}
+        assert client.post(f"{API}/runs/{run['id']}/alerts", json=alert).json()["action"] == expected
+        status = "queued" if expected == "rollback" else "failed"
+        client.post(f"{API}/runs/{run['id']}/finish", json={"lease_token": answer["lease_token"], "status": status})
+    body = client.get(f"{API}/runs/{run['id']}").json()
+    assert body["status"] == "failed" and body["restarts"] == 1 and "a rank failed" in body["error"]
+
+
 def test_step_scalars_roll_up_beyond_the_horizon(app, client):
     from server.models import StepScalar
     from sqlalchemy import func, select
