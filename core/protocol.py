@@ -193,6 +193,13 @@ class LogLine(Message):
     source: Annotated[str, StringConstraints(max_length=100)]
     message: Annotated[str, StringConstraints(max_length=LOG_LINE_CHARS)]
 
+    @field_validator("level", "source", "message")
+    @classmethod
+    def _no_nul(cls, text: str) -> str:
+        """A program may print NUL; PostgreSQL text cannot hold it (a 500 there, stored on SQLite).
+        A log line is kept with U+FFFD in its place rather than refusing the whole batch."""
+        return text.replace("\x00", "\ufffd")
+
 
 class LogBatch(Message):
     """Lines the run wrote (log records, stdout, stderr), oldest first; `dropped` counts the lines the
