@@ -246,9 +246,12 @@ class SalaClient:
     def register(self, hello: WorkerHello) -> Registered:
         return Registered.model_validate(self._post("/workers", hello, idempotent=True))
 
-    def claim(self, worker_id: int, wait_s: float = 0.0) -> Claim | None:
-        """The next queued run, long-polling up to `wait_s`; None when nothing was queued by then."""
-        answer = self._http.request("POST", f"{API}/workers/{worker_id}/claim", ClaimRequest(wait_s=wait_s),
+    def claim(self, worker_id: int, wait_s: float = 0.0, *, nodes: int = 1,
+              processes_per_node: int | None = None) -> Claim | None:
+        """The next queued run this worker can launch (`nodes` machines, at most `processes_per_node`
+        ranks on each; None: any), long-polling up to `wait_s`; None when nothing was queued by then."""
+        ask = ClaimRequest(wait_s=wait_s, nodes=nodes, processes_per_node=processes_per_node)
+        answer = self._http.request("POST", f"{API}/workers/{worker_id}/claim", ask,
                                     idempotent=True, timeout=wait_s + 30)
         return None if answer is None else Claim.model_validate(answer)
 

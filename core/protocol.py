@@ -88,7 +88,14 @@ class WorkerHello(Message):
 
 
 class ClaimRequest(Message):
+    """What the worker can run, so it is only handed runs it can launch (`recipe.resources`)."""
+
     wait_s: float = Field(0, ge=0, le=60, description="Long-poll up to this many seconds.")
+    nodes: int = Field(1, ge=1, le=64, description="machines this worker spans (sala worker --nodes)")
+    processes_per_node: int | None = Field(
+        None, ge=1, le=64,
+        description="most ranks on one machine (its GPUs), and exactly the ranks each machine of a "
+                    "multi-machine group starts; null: any on one machine (CPU ranks share cores), 1 per machine")
 
 
 class AppliedEvent(Message):

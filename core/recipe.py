@@ -353,6 +353,24 @@ class CheckpointSpec(Section):
     storage_url: str | None = Field(None, max_length=1000, description="fsspec URL; null = server default")
 
 
+class ResourcesSpec(Section):
+    """How many processes train the run together (torch.distributed, one process per GPU).
+
+    The world size is `processes_per_node × nodes`; 1 × 1 trains in the worker's own process. Each
+    rank trains `training.batch_size` samples per micro-batch on its own slice of the data, so the
+    effective batch grows with the world size. A checkpoint holds no per-rank state, so a run may
+    resume on another world size."""
+
+    processes_per_node: int = Field(
+        1, ge=1, le=64, description="training processes on each machine (one per GPU on CUDA)"
+    )
+    nodes: int = Field(1, ge=1, le=64, description="machines the run spans (sala worker --nodes on each)")
+
+    @property
+    def world_size(self) -> int:
+        return self.processes_per_node * self.nodes
+
+
 class Recipe(Section):
     """A whole training run. `Recipe()` is the default Khmer recipe."""
 
@@ -385,6 +403,9 @@ class Recipe(Section):
     )
     checkpoint: CheckpointSpec = Field(
         default_factory=CheckpointSpec, description="when checkpoints are saved, which are kept, where"
+    )
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="processes per node and nodes (torch.distributed)"
     )
     max_restarts: int = Field(3, ge=0, le=100, description="lease losses before the run fails")
 

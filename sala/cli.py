@@ -145,6 +145,14 @@ def worker(
     device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: recipe's choice).")] = None,
     artifacts: Annotated[str | None, typer.Option(help="Checkpoint store URL (default: the server's).")] = None,
     once: Annotated[bool, typer.Option(help="Exit after one run.")] = False,
+    nodes: Annotated[int, typer.Option(min=1, max=64, help="Machines in this worker group (one `sala worker` "
+                                       "on each); runs spanning them use torchrun's rendezvous.")] = 1,
+    node_rank: Annotated[int, typer.Option(min=0, help="This machine's place in the group; 0 claims runs.")] = 0,
+    rdzv: Annotated[str | None, typer.Option(help="HOST:PORT of node 0's rendezvous (with --nodes > 1).")] = None,
+    processes_per_node: Annotated[int | None, typer.Option(
+        min=1, max=64, help="Ranks each machine starts (default: its GPUs; on CPU any, 1 in a group).")] = None,
+    collective_timeout: Annotated[float, typer.Option(
+        min=1, help="Seconds a collective may wait before the group restarts from its checkpoint.")] = 300.0,
 ) -> None:
     """Claim runs from a server and train them, until stopped (Ctrl-C re-queues the current run)."""
     import platform
@@ -153,7 +161,8 @@ def worker(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     agent = Agent(server_url, token, name or f"{platform.node()}-{os.getpid()}", artifacts_url=artifacts,
-                  device=device, once=once)
+                  device=device, once=once, nodes=nodes, node_rank=node_rank, rdzv=rdzv,
+                  processes_per_node=processes_per_node, collective_timeout_s=collective_timeout)
     agent.install_signal_handlers()
     agent.run_forever()
 

@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from core.protocol import AppliedEvent, Heartbeat, WorkerHello
@@ -40,14 +40,24 @@ def get_worker(db: Session, worker_id: int) -> Worker:
     return worker
 
 
-def claim(db: Session, worker: Worker, lease_seconds: float) -> Run | None:
-    """Pick and claim the next queued run in one statement's lock: FOR UPDATE SKIP LOCKED on
-    PostgreSQL; on SQLite the caller's transaction already holds the write lock (BEGIN IMMEDIATE)."""
+def claim(db: Session, worker: Worker, lease_seconds: float, nodes: int = 1,
+          processes_per_node: int | None = None) -> Run | None:
+    """Pick and claim the next queued run this worker can launch, in one statement's lock: FOR
+    UPDATE SKIP LOCKED on PostgreSQL; on SQLite the caller's transaction already holds the write
+    lock (BEGIN IMMEDIATE). A worker spanning M machines runs single-machine runs and M-machine
+    runs (torchrun needs every node it was started with); `processes_per_node` None is a CPU worker,
+    which can start any number of ranks on one machine; every machine of a multi-machine group starts
+    the same number, so a multi-machine run must ask for exactly that many."""
     now = utcnow()
     worker.last_seen_at = now
+    fits = Run.nodes == 1
+    if processes_per_node is not None:
+        fits = and_(fits, Run.processes_per_node <= processes_per_node)
+    if nodes > 1:
+        fits = or_(fits, and_(Run.nodes == nodes, Run.processes_per_node == (processes_per_node or 1)))
+    query = select(Run).where(Run.status == Status.QUEUED.value, fits)
     run = db.scalars(
-        select(Run).where(Run.status == Status.QUEUED.value)
-        .order_by(Run.priority.desc(), Run.id).limit(1).with_for_update(skip_locked=True)
+        query.order_by(Run.priority.desc(), Run.id).limit(1).with_for_update(skip_locked=True)
     ).first()
     if run is None:
         return None

@@ -84,6 +84,9 @@ class Run(Base):
     attempt: Mapped[int] = mapped_column(default=0)
     restarts: Mapped[int] = mapped_column(default=0)
     rollbacks: Mapped[int] = mapped_column(default=0, server_default="0")
+    # recipe.resources, as columns so a claim can pick a run the worker can launch in its one query
+    nodes: Mapped[int] = mapped_column(default=1, server_default="1")
+    processes_per_node: Mapped[int] = mapped_column(default=1, server_default="1")
 
     stage_index: Mapped[int] = mapped_column(default=0)
     stage_held: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,5 +1,6 @@
 """A worker's alarms: non-finite losses roll the run back (`core.lr.rollback_or_fail`), a corrupt
-checkpoint leaves the run's kept set so the next attempt resumes from the one before."""
+checkpoint leaves the run's kept set so the next attempt resumes from the one before, a failed rank
+of a distributed run restarts its group (a counted restart)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def alert(db: Session, run: Run, message: Alert, actor: str) -> str | None:
     events.record(db, run.id, "alert", actor, alert=message.kind, **{k: v for k, v in detail.items() if k != "kind"})
     if message.kind == "corrupt_checkpoint":
         return _drop_corrupt(db, run, detail)
+    if message.kind == "rank_failed":
+        return _restart_group(db, run, detail)
     if message.kind != "nonfinite":
         return None
     why = f"{detail.get('consecutive')} non-finite losses in a row at step {detail.get('step')}"
@@ -33,6 +36,18 @@ def alert(db: Session, run: Run, message: Alert, actor: str) -> str | None:
     checkpoint = resume_point(db, run)
     events.record(db, run.id, "rollback", "server", rollback=run.rollbacks, auto_scale=run.lr_auto_scale,
                   checkpoint_id=checkpoint.id if checkpoint else None, reason=why)
+    return "rollback"
+
+
+def _restart_group(db: Session, run: Run, detail: dict) -> str:
+    """A rank of a distributed run died or a collective timed out: the whole group restarts from the
+    last checkpoint in a new attempt. It counts as a restart, as a lost lease does, so a run whose
+    ranks keep dying fails past `max_restarts` instead of looping."""
+    if run.restarts >= run.max_restarts:
+        run.error = (f"a rank failed after {run.restarts} restart(s): "
+                     f"{str(detail.get('reason', 'exit code ' + str(detail.get('exit_code'))))[:500]}")
+        return "fail"
+    run.restarts += 1
     return "rollback"
 
 

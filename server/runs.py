@@ -114,6 +114,7 @@ def _insert_run(db: Session, *, name, recipe, tags, max_restarts, priority, acto
         max_restarts=recipe.max_restarts if max_restarts is None else max_restarts,
         base_lr=recipe.optimizer.lr, stage_index=0, attempt=0, curriculum_complete=False,
         lr_override_scale=1.0, lr_auto_scale=1.0,
+        nodes=recipe.resources.nodes, processes_per_node=recipe.resources.processes_per_node,
         parent_run_id=parent.id if parent else None,
         parent_checkpoint_id=parent_checkpoint.id if parent_checkpoint else None,
         resume_checkpoint_id=parent_checkpoint.id if parent_checkpoint else None,

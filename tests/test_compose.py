@@ -24,7 +24,7 @@ import sala.cli
 from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKERS = ("worker", "worker-gpu")
+WORKERS = ("worker", "worker-gpu", "worker-multigpu")
 # modules where a worker-side settings class may live (none of them has to exist)
 WORKER_SETTINGS_MODULES = ("worker.settings", "worker.config", "worker.agent", "client.config")
 
@@ -175,6 +175,10 @@ def check_services(compose: dict) -> None:
     devices = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
     assert command_of(services["worker-gpu"]) == command_of(services["worker"])
+    multi = services["worker-multigpu"]
+    assert multi.get("profiles") == ["multi-gpu"], "the multi-GPU worker must sit behind profile multi-gpu"
+    assert multi.get("shm_size"), "NCCL between ranks needs more shared memory than Docker's 64 MB"
+    assert option(command_of(multi), "--device") == "cuda"
 
 
 def check_server_command(compose: dict) -> None:
@@ -369,6 +373,7 @@ MISTAKES = {
     "server setting on a worker": (lambda c, d: check_env_vars_are_settings(c, d),
                                    _set("services/worker/environment", {"SALA_ARTIFACTS_URL": "file:///x"})),
     "gpu not in a profile": (check_services, _set("services/worker-gpu/profiles", None)),
+    "multi-gpu without shared memory": (check_services, _set("services/worker-multigpu/shm_size", None)),
     "no install": (check_dockerfile, _dockerfile("RUN", "echo")),
     "no postgres driver": (check_dockerfile, lambda c, d: d.__setitem__(
         next(i for i, (w, r) in enumerate(d) if "postgres" in r), ("RUN", "pip install ."))),

@@ -183,11 +183,27 @@ class HttpController:
 
 
 class Agent:
+    """One `sala worker`. On a machine of its own it claims runs and trains them, in this process
+    or, for a run that asks for several processes, as ranks under torchrun (worker/launch.py).
+    With `nodes` > 1 it is one machine of a group: node rank 0 claims (one-machine runs, and runs
+    spanning exactly `nodes` machines with `processes_per_node` ranks on each) and the others only
+    lend their ranks to its runs through the rendezvous at `rdzv` (HOST:PORT of node 0)."""
+
     def __init__(self, server: str, token: str | None, name: str, *, artifacts_url: str | None = None,
-                 device: str | None = None, claim_wait_s: float = 10.0, once: bool = False):
+                 device: str | None = None, claim_wait_s: float = 10.0, once: bool = False,
+                 nodes: int = 1, node_rank: int = 0, rdzv: str | None = None, processes_per_node: int | None = None,
+                 collective_timeout_s: float = 300.0, join_timeout_s: float = 600.0):
+        if nodes > 1 and not rdzv:
+            raise ValueError("a worker group spanning several machines needs --rdzv HOST:PORT (node 0's)")
+        if not 0 <= node_rank < nodes:
+            raise ValueError(f"--node-rank must be in 0..{nodes - 1}")
         self.client = SalaClient(server, token, timeout=max(60.0, claim_wait_s + 30), retry_for=None)
+        self.token = token
         self.name, self.device, self.claim_wait_s, self.once = name, device, claim_wait_s, once
         self.artifacts_url = artifacts_url
+        self.nodes, self.node_rank, self.rdzv = nodes, node_rank, rdzv
+        self.processes_per_node = processes_per_node or _gpu_count() or (1 if nodes > 1 else None)
+        self.collective_timeout_s, self.join_timeout_s = collective_timeout_s, join_timeout_s
         self.shutdown = threading.Event()
 
     def install_signal_handlers(self) -> None:
@@ -200,6 +216,11 @@ class Agent:
         signal.signal(signal.SIGTERM, ask_to_stop)
 
     def run_forever(self) -> None:
+        if self.node_rank > 0:  # no claims here: this machine's ranks join node 0's runs
+            from worker.launch import follow
+
+            log.info("node %s of %s: joining runs of the group at %s", self.node_rank, self.nodes, self.rdzv)
+            return follow(self)
         hello = WorkerHello(name=self.name, host=platform.node(), devices=_devices(), version=VERSION)
         info = self.client.register(hello)
         self.worker_id, self.heartbeat_s = info.worker_id, info.heartbeat_s
@@ -215,57 +236,22 @@ class Agent:
 
     def claim(self) -> Claim | None:
         """The next queued run, waiting up to claim_wait_s for one (None: nothing queued)."""
-        return self.client.claim(self.worker_id, self.claim_wait_s)
+        return self.client.claim(self.worker_id, self.claim_wait_s, nodes=self.nodes,
+                                 processes_per_node=self.processes_per_node)
 
     def train(self, claim: Claim) -> str | None:
-        """Train one claimed run, with everything it logs or prints shipped to the server."""
+        """Train one claimed run: here, with everything it logs or prints shipped to the server, or,
+        when its recipe asks for several processes or machines, as a group of ranks under torchrun."""
+        resources = claim.recipe.resources
+        if resources.world_size > 1:
+            from worker.launch import train_as_group
+
+            return train_as_group(self, claim)
         logs = LogBuffer()
         with logs.capturing():
-            return self._train(claim, logs)
-
-    def _train(self, claim: Claim, logs: LogBuffer) -> str | None:
-        from worker.trainer import Trainer
-
-        run_id, resume, recipe = claim.run_id, claim.resume_checkpoint, claim.recipe
-        controller = HttpController(self.client, run_id, claim.lease_token, claim.directive, self.heartbeat_s,
-                                    self.shutdown, logs)
-        log.info("run %s attempt %s: training (resume from %s)", run_id, claim.attempt, resume.uri if resume else None)
-        try:
-            trainer = Trainer(recipe, controller, artifacts_url=files.run_root(self.artifacts_url, run_id),
-                              device=self.device, teacher=self.fetch_teacher(recipe))
-            status = trainer.run(resume=resume)
-        except LeaseLost as lost:
-            controller.close()
-            log.error("run %s: %s; stopped touching it", run_id, lost)
-            return None
-        except Rollback as rollback:
-            log.warning("run %s: %s", run_id, rollback)
-            controller.finish("queued")
-            return "queued"
-        except CheckpointCorrupt as corrupt:
-            if resume is None or corrupt.uri != resume.uri:
-                raise
-            log.error("run %s: %s; asking to resume from the one before", run_id, corrupt)
-            try:  # the server drops it from the run and answers rollback: release, resume from the previous
-                controller.alert("corrupt_checkpoint", {"checkpoint_id": resume.id, "reason": corrupt.reason})
-            except Rollback:
-                controller.finish("queued")
-                return "queued"
-            controller.finish("failed", str(corrupt))
-            return "failed"
-        except RunFailed as failed:
-            controller.finish("failed", str(failed))
-            return "failed"
-        except Exception as exc:
-            log.exception("run %s failed", run_id)
-            controller.finish("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}")
-            return "failed"
-        if status == "paused" and self.shutdown.is_set():
-            status = "queued"
-        controller.finish(status)
-        log.info("run %s: %s", run_id, status)
-        return status
-
+            return train_claim(self.client, claim, heartbeat_s=self.heartbeat_s, shutdown=self.shutdown,
+                               artifacts_url=files.run_root(self.artifacts_url, claim.run_id), device=self.device,
+                               teacher=self.fetch_teacher(claim.recipe), logs=logs)
 
     def fetch_teacher(self, recipe) -> str | None:
         """Distillation names a teacher run; fetch its chosen checkpoint through the API (the
@@ -285,6 +271,66 @@ class Agent:
         return str(target)
 
 
+def train_claim(client: SalaClient, claim: Claim, *, heartbeat_s: float, shutdown: Any, artifacts_url: str,
+                device: str | None, teacher: str | None, logs: LogBuffer | None, group: Any = None) -> str | None:
+    """Train a claimed run to its end and finish it on the server; the status it ended with (None:
+    the lease was lost). `shutdown` (anything with `is_set()`) asks for a checkpoint and a release.
+
+    With several ranks this runs on the leader, which alone holds the lease. An error there does not
+    fail the run but raises GroupFailed, which restarts the group from the last checkpoint: a
+    rank's death or a collective's timeout reaches the leader as one error or another, and the
+    server counts each restart, so an error that recurs still fails the run past `max_restarts`."""
+    from worker.distributed import SOLO, GroupFailed, RankController  # torch: imported once a run is claimed
+    from worker.trainer import Trainer
+
+    group = group or SOLO
+    run_id, resume, recipe = claim.run_id, claim.resume_checkpoint, claim.recipe
+    controller = HttpController(client, run_id, claim.lease_token, claim.directive, heartbeat_s, shutdown, logs)
+    log.info("run %s attempt %s: training (resume from %s)", run_id, claim.attempt, resume.uri if resume else None)
+    try:
+        trainer = Trainer(recipe, RankController(controller, group) if group.distributed else controller,
+                          artifacts_url=artifacts_url, device=device, teacher=teacher, group=group)
+        status = trainer.run(resume=resume)
+    except LeaseLost as lost:
+        controller.close()
+        log.error("run %s: %s; stopped touching it", run_id, lost)
+        return None
+    except GroupFailed:
+        controller.close()
+        raise
+    except Rollback as rollback:
+        log.warning("run %s: %s", run_id, rollback)
+        controller.finish("queued")
+        return "queued"
+    except CheckpointCorrupt as corrupt:
+        if resume is None or corrupt.uri != resume.uri:
+            raise
+        log.error("run %s: %s; asking to resume from the one before", run_id, corrupt)
+        try:  # the server drops it from the run and answers rollback: release, resume from the previous
+            controller.alert("corrupt_checkpoint", {"checkpoint_id": resume.id, "reason": corrupt.reason})
+        except Rollback:
+            controller.finish("queued")
+            return "queued"
+        controller.finish("failed", str(corrupt))
+        return "failed"
+    except RunFailed as failed:
+        controller.finish("failed", str(failed))
+        return "failed"
+    except Exception as exc:
+        log.exception("run %s failed", run_id)
+        if group.distributed:  # a peer's death often surfaces as some error here: the group restarts, counted
+            controller.close()
+            controller.ship_logs(everything=True)
+            raise GroupFailed(f"{type(exc).__name__}: {exc}") from exc
+        controller.finish("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}")
+        return "failed"
+    if status == "paused" and shutdown.is_set():
+        status = "queued"
+    controller.finish(status)
+    log.info("run %s: %s", run_id, status)
+    return status
+
+
 def _choose_checkpoint(kept: list[CheckpointOut], which: str, metric: str) -> CheckpointOut:
     """`best` by the recipe's checkpoint metric (the newest when none has it), `latest`, or an id."""
     if not kept:
@@ -298,6 +344,16 @@ def _choose_checkpoint(kept: list[CheckpointOut], which: str, metric: str) -> Ch
     if not match:
         raise ValueError(f"the teacher run has no kept checkpoint {which}")
     return match[0]
+
+
+def _gpu_count() -> int:
+    """GPUs here (0 without CUDA): on CUDA, a run gets one rank per GPU at most."""
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:
+        return 0
 
 
 def _devices() -> list[str]:

@@ -18,7 +18,7 @@ The loop these support (nanoGPT-shaped)::
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
@@ -66,9 +66,10 @@ class PrecisionManager:
     def autocast(self) -> AbstractContextManager[Any]:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not torch.float32)
 
-    def check_loss(self, loss: torch.Tensor) -> bool:
-        """False (and counted) for a non-finite loss, whose backward would poison the window."""
-        if bool(torch.isfinite(loss.detach()).all()):
+    def check_loss(self, loss: torch.Tensor, everywhere: Callable[[bool], bool] = lambda ok: ok) -> bool:
+        """False (and counted) for a non-finite loss, whose backward would poison the window.
+        `everywhere` makes it one answer for all ranks of a distributed run (false if any rank's is)."""
+        if everywhere(bool(torch.isfinite(loss.detach()).all())):
             self.consecutive_nonfinite = 0
             return True
         self.nonfinite_losses += 1

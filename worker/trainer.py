@@ -7,7 +7,12 @@ validates, reports, and gets the curriculum's answer. The trainer never decides 
 
 Everything a step depends on is in the checkpoint (model, optimizer, lr controller, scaler, task
 weights, RNG, data position), and every sample is a pure function of (seed, epoch, content,
-index), so a resumed run continues bit-for-bit on CPU.
+rank, index), so a resumed run continues bit-for-bit on CPU.
+
+With several ranks (`group`, worker/distributed.py) the same loop runs on each: the forward pass
+goes through DistributedDataParallel, each rank reads its own slice of the data, the controller
+broadcasts the leader's directives, and only the leader validates, reports and writes checkpoints.
+A checkpoint holds nothing per rank, so a run resumes on any number of ranks.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from worker.checkpoints import CheckpointInfo, CheckpointManager, capture_rng, l
 from core import files
 from core.protocol import CheckpointRef, CheckpointReport, Directive, EpochReport
 from worker.controller import Controller
+from worker.distributed import SOLO, Group, parameters_digest
 from worker.data import DataSources, build_train_dataset, build_val_dataset, make_loader
 from worker.decode import exact_match, greedy_decode, to_lists
 from worker.khmer import CHARACTERS, CHARSET_VERSION, CONTENT_LEVELS, NUM_CATEGORIES, NUM_CLASSES, Category
@@ -353,17 +359,19 @@ class Trainer:
 
     Checkpoints go to ``artifacts_url`` (any fsspec URL), else ``out_dir/checkpoints``. ``sources``
     (fonts, corpus, real folders) and ``teacher`` (a model or checkpoint for distillation) may be
-    given to share them between runs; otherwise they are built from the recipe.
+    given to share them between runs; otherwise they are built from the recipe. ``group`` is this
+    process's place among the run's ranks (its controller must then be a ``RankController``).
     """
 
     def __init__(
         self, recipe: Recipe, controller: Controller, out_dir: str | Path | None = None, *,
         artifacts_url: str | None = None, device: str | torch.device | None = None,
         sources: DataSources | None = None, teacher: MultiTaskModel | str | Mapping[str, Any] | None = None,
+        group: Group = SOLO,
     ) -> None:
         if artifacts_url is None and out_dir is None:
             raise ValueError("give out_dir or artifacts_url: checkpoints need a home")
-        self.recipe, self.controller = recipe, controller
+        self.recipe, self.controller, self.group = recipe, controller, group
         self.stages = recipe.curriculum.stages
         self.device = resolve_device(device or recipe.training.device)
         if self.device.type == "cpu" and torch.get_num_threads() != (threads := cpu_threads(recipe.data.workers)):
@@ -372,6 +380,7 @@ class Trainer:
         seed_everything(recipe.seed)
         self.sources = sources or data_sources(recipe)
         self.model = build_model(model_config(recipe)).to(self.device)
+        self.net = group.wrap(self.model, self.device)  # what the forward pass goes through
         weights = {t.type: t.weight for t in recipe.tasks if t.enabled}
         self.weighting = build_weighting(recipe.task_weighting, weights).to(self.device)
         self.optimizer = build_optimizer(recipe, self.model, self.weighting)
@@ -405,6 +414,8 @@ class Trainer:
         if status is None:  # max_epochs reached without the controller saying so
             self.save_checkpoint()
             status = "completed"
+        if self.group.distributed:  # equal on every rank, or the ranks diverged
+            log.info("final parameters sha256 %s at step %s", parameters_digest(self.model), self.step)
         return status
 
     def train_epoch(self) -> str | None:
@@ -419,12 +430,15 @@ class Trainer:
         started = time.perf_counter()
         while self.micro < micro_batches:
             batch = to_device(next(batches), self.device)
-            with self.amp.autocast():
-                out = self.model(batch["images"], batch["widths"], batch["labels_padded"])
-                step = self.objective(self.model, out, batch, CONTENT_LEVELS[self.train_set.content])
-                loss = self.weighting(step.losses)
-            if self.amp.check_loss(loss):  # a non-finite loss is skipped and counted, never backpropagated
-                self.amp.backward(loss * self.acc.loss_scale(self.micro))
+            with self.group.no_sync(self.net, skip=not self.acc.is_boundary(self.micro)):
+                with self.amp.autocast():
+                    out = self.net(batch["images"], batch["widths"], batch["labels_padded"])
+                    step = self.objective(self.model, out, batch, CONTENT_LEVELS[self.train_set.content])
+                    loss = self.weighting(step.losses)
+                # a non-finite loss (on any rank) is skipped and counted, never backpropagated
+                if finite := self.amp.check_loss(loss, everywhere=self.group.all_true):
+                    self.amp.backward(loss * self.acc.loss_scale(self.micro))
+            if finite:
                 window_losses.append(step)
                 window_total.append(loss.item())
                 self.stats.add(window_total[-1], step)
@@ -452,6 +466,7 @@ class Trainer:
         """Unscale, clip, step (skipped on non-finite gradients), advance the schedule; returns the norm."""
         norm = float("nan")
         if applicable:
+            self.group.average_grads(self.weighting.parameters())  # DDP averaged the model's already
             self.amp.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
             norm = self.acc.clip(p for g in self.optimizer.param_groups for p in g["params"])
             applied = self.amp.step(self.optimizer, norm)
@@ -470,19 +485,43 @@ class Trainer:
     def end_epoch(self) -> str | None:
         """Validate, report, and obey the answer; checkpoint when due."""
         self.epoch, self.micro = self.epoch + 1, 0
-        metrics = self.stats.metrics() | self.side_metrics()
+        stats = self.all_ranks(self.stats)
+        metrics = stats.metrics() | self.side_metrics()
         if self.epoch % self.recipe.validation.every_epochs == 0 or self.epoch >= self.recipe.training.max_epochs:
-            metrics |= evaluate(self.model, self.val_batches(), self.device, self.amp)
-            metrics |= self.overall_metrics()
+            metrics |= self.validate()
         self.lr.step_epoch(self.epoch, metrics.get(self.recipe.scheduler.plateau_metric))
         summary = EpochReport(
             epoch=self.epoch, stage_index=self.stage, step=self.step, metrics=metrics, lr=self.lr.parts(),
-            duration_s=self.stats.seconds, samples_per_s=self.stats.samples / max(self.stats.seconds, 1e-9),
+            duration_s=stats.seconds, samples_per_s=stats.samples / max(stats.seconds, 1e-9),
         )
         self.last_metrics, self.stats = metrics, EpochStats()
         directive = self.controller.report_epoch(summary)
         due = self.epoch % self.recipe.checkpoint.every_epochs == 0
         return self.obey(directive, checkpoint_due=due)
+
+    def validate(self) -> dict[str, float]:
+        """On the leader only: the validation sets are small and fixed, so one rank reads them about
+        as fast as all would, and every rank gets the leader's numbers, which the plateau scheduler
+        steps on."""
+        metrics = None
+        if self.group.is_leader:
+            metrics = evaluate(self.model, self.val_batches(), self.device, self.amp) | self.overall_metrics()
+        return self.group.broadcast(metrics)
+
+    def all_ranks(self, stats: EpochStats) -> EpochStats:
+        """The epoch's running sums over every rank's slice; gradient norms and skipped steps are
+        the same on every rank (DDP averaged the gradients) and the epoch took the slowest's time."""
+        if not self.group.distributed:
+            return stats
+        every = self.group.gather(asdict(stats))
+        total = EpochStats(**every[0])
+        for other in every[1:]:
+            for key in ("micro_batches", "loss", "lines", "exact", "errors", "characters", "samples"):
+                setattr(total, key, getattr(total, key) + other[key])
+            for task, value in other["task_losses"].items():
+                total.task_losses[task] = total.task_losses.get(task, 0.0) + value
+            total.seconds = max(total.seconds, other["seconds"])
+        return total
 
     # -- steering -------------------------------------------------------------------------------
     def obey(self, directive: Directive, *, checkpoint_due: bool = False) -> str | None:
@@ -499,6 +538,7 @@ class Trainer:
         if checkpoint_due or requested or status is not None:
             self.save_checkpoint()
         if new:
+            log.info("applied events %s at step %s", ",".join(map(str, new)), self.step)
             self.controller.acknowledge(new, self.step)
         return status
 
@@ -528,7 +568,7 @@ class Trainer:
             "loss": sum(totals) / len(totals) if totals else float("nan"),
             "lr": lr,
             "lr_schedule": schedule, "grad_norm": norm, "amp_scale": self.amp.scale,
-            "samples_per_s": samples / max(seconds, 1e-9),
+            "samples_per_s": samples * self.group.world / max(seconds, 1e-9),  # every rank's, at this rank's pace
         }
         for task in (steps[0].losses if steps else {}):
             scalars[f"loss_{task}"] = sum(float(s.losses[task].detach()) for s in steps) / len(steps)
@@ -547,7 +587,7 @@ class Trainer:
         self.train_set = build_train_dataset(
             self.sources, stage.content, epoch=self.epoch, seed=self.recipe.seed, length=length,
             augmentation=stage.augmentation, replay=stage.replay, replay_contents=list(dict.fromkeys(earlier)),
-            real_share=0.5 if self.recipe.data.synthetic is not None else 1.0,
+            real_share=0.5 if self.recipe.data.synthetic is not None else 1.0, rank=self.group.rank,
         )
         rest = Subset(self.train_set, range(self.micro * t.batch_size, length))
         # Its own generator, so making a loader never draws from the global RNG the model uses.
@@ -591,8 +631,11 @@ class Trainer:
             "acknowledged": sorted(self.acknowledged), "checkpoint_served": self.checkpoint_served,
         }
 
-    def save_checkpoint(self) -> CheckpointReport:
-        """Write, report, and delete what the controller's retention gives back."""
+    def save_checkpoint(self) -> CheckpointReport | None:
+        """Write, report, and delete what the controller's retention gives back: on the leader
+        only (every rank holds the same state; the others return None)."""
+        if not self.group.is_leader:
+            return None
         finite = {k: v for k, v in self.last_metrics.items() if math.isfinite(v)}  # JSON-safe for the server
         info = self.checkpoints.save(self.state_dict(), epoch=self.epoch, step=self.step, metrics=finite,
                                      name=self.checkpoint_name())
@@ -627,7 +670,8 @@ class Trainer:
         self.amp.load_state_dict(state["precision"])
         pos = state["position"]
         self.epoch, self.micro, self.step, self.stage = pos["epoch"], pos["micro"], pos["step"], pos["stage"]
-        self.stats = EpochStats(**state["stats"])
+        # the epoch's sums so far: counted once, by the leader (they were the leader's when saved)
+        self.stats = EpochStats(**state["stats"]) if self.group.is_leader else EpochStats()
         self.last_metrics = dict(state["metrics"])
         self.acknowledged = set(state["acknowledged"])
         self.checkpoint_served = bool(state["checkpoint_served"])

@@ -97,17 +97,19 @@ async def event_stream(request: Request, _: Reader, after: Annotated[int | None,
     """Server-sent events for every run change: one `event` per audit-log row (`id` is the row's),
     polled from the database so it works the same with any number of server processes. A browser
     that reconnects sends `Last-Event-ID` and resumes after it (as `?after=` does); without either
-    the stream starts from now. It ends when its token is revoked and when the server shuts down,
+    the stream starts from now. An event whose transaction committed after a later one's is still
+    sent, late (`events.Cursor`). It ends when its token is revoked and when the server shuts down,
     and outlives a database outage (it polls again once the database is back)."""
     state = request.app.state
     authorization, quiet = request.headers.get("authorization"), 0.0
-    cursor = last_event_id if last_event_id is not None else after
-    if cursor is None:
-        cursor = await run_in_threadpool(_newest, state)
+    start = last_event_id if last_event_id is not None else after
+    if start is None:
+        start = await run_in_threadpool(_newest, state)
+    cursor = events.Cursor(start)
     yield ServerSentEvent(comment="sala event stream")  # from here on, no event is missed
     while not state.stopping.is_set():
         try:
-            cursor, rows = await run_in_threadpool(_poll, state, authorization, cursor)
+            rows = await run_in_threadpool(_poll, state, authorization, cursor)
         except Unauthorized:
             return
         except DATABASE_AWAY:
@@ -121,14 +123,13 @@ async def event_stream(request: Request, _: Reader, after: Annotated[int | None,
         await anyio.sleep(STREAM_POLL_S)
 
 
-def _poll(state, authorization: str | None, cursor: int) -> tuple[int, list[EventOut]]:
+def _poll(state, authorization: str | None, cursor: events.Cursor) -> list[EventOut]:
     """The caller identified again (a revoked token ends its stream), then the events after the
     cursor. A short read of its own, not the request's: a stream lives for hours and must hold no
     connection or transaction between polls."""
     identify(state, authorization)
     with state.sessionmaker() as db:
-        rows = events.since(db, cursor)
-        return (rows[-1].id if rows else cursor), [event_out(row) for row in rows]
+        return [event_out(row) for row in cursor.poll(db)]
 
 
 def _newest(state) -> int:

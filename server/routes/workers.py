@@ -55,7 +55,7 @@ async def claim_run(worker_id: DbId, request: Request, who: WorkerAuth, body: Cl
     await run_in_threadpool(_check_owner, request.app, worker_id, who)
     deadline = anyio.current_time() + (body.wait_s if body else 0.0)
     while True:
-        answer = await run_in_threadpool(_try_claim, request.app, worker_id)
+        answer = await run_in_threadpool(_try_claim, request.app, worker_id, body or ClaimRequest())
         if answer is not None or anyio.current_time() >= deadline or request.app.state.stopping.is_set() \
                 or await request.is_disconnected():
             return answer if answer is not None else Response(status_code=204)
@@ -70,9 +70,10 @@ def _check_owner(app, worker_id: int, who) -> None:
         raise Forbidden(f"worker {worker_id} was registered with another token")
 
 
-def _try_claim(app, worker_id: int) -> Claim | None:
+def _try_claim(app, worker_id: int, ask: ClaimRequest) -> Claim | None:
     with transaction(app.state.write_sessionmaker) as db:
-        run = leases.claim(db, leases.get_worker(db, worker_id), app.state.settings.lease_seconds)
+        run = leases.claim(db, leases.get_worker(db, worker_id), app.state.settings.lease_seconds,
+                           nodes=ask.nodes, processes_per_node=ask.processes_per_node)
         if run is None:
             return None
         return claim_out(run, leases.resume_checkpoint(db, run), directive(db, run))

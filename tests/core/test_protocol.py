@@ -38,3 +38,13 @@ def test_non_finite_numbers_travel_as_null():
     assert json.loads(beat.model_dump_json())["scalars"] == [{"step": 1, "loss": None}]
     with pytest.raises(ValidationError, match="needs an integer 'step'"):
         Heartbeat(lease_token="t" * 16, epoch=0, step=1, scalars=[{"loss": 1.0}])
+
+
+def test_a_log_line_keeps_what_a_program_printed_but_no_nul():
+    from core.protocol import ClaimRequest, LogLine
+
+    line = LogLine(ts="2026-11-30T00:00:00Z", level="INFO", source="stdout", message="a\x00b")
+    assert line.message == "a\ufffdb"  # PostgreSQL text cannot hold NUL; the batch is not refused for it
+    assert ClaimRequest().nodes == 1 and ClaimRequest().processes_per_node is None
+    with pytest.raises(ValidationError):
+        ClaimRequest(processes_per_node=0)

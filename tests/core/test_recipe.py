@@ -56,6 +56,15 @@ def test_default_recipe_trains_easiest_first_on_many_fonts_and_judges_on_held_ou
     assert r.checkpoint.best_metric == "val_cer" and r.auto_apply == []
 
 
+def test_resources_default_to_one_process_and_are_bounded():
+    assert Recipe().resources.world_size == 1
+    assert load_recipe({"resources": {"processes_per_node": 2, "nodes": 3}}).resources.world_size == 6
+    for bad in ({"processes_per_node": 0}, {"nodes": 65}, {"gpus": 2}, {"nodes": 1.5}):
+        with pytest.raises(RecipeError) as caught:
+            load_recipe({"resources": bad})
+        assert "resources." in str(caught.value)
+
+
 def test_recipe_module_does_not_import_torch():
     code = "import sys, core.recipe; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0

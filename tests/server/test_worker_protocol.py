@@ -52,6 +52,27 @@ def test_claim_order_is_priority_then_age(client):
     assert claim(client, wid).json()["run_id"] == low["id"]
 
 
+def test_a_claim_hands_out_only_runs_the_worker_can_launch(client):
+    """recipe.resources: a one-machine worker never gets a two-machine run; a GPU worker never more
+    ranks per machine than its GPUs; a CPU worker (no limit) any number of ranks."""
+    wid = register(client)
+    two_nodes = create_run(client, name="two-nodes", priority=9,
+                           recipe={**TINY_RECIPE, "resources": {"nodes": 2, "processes_per_node": 1}})
+    four_ranks = create_run(client, name="four-ranks", priority=5,
+                            recipe={**TINY_RECIPE, "resources": {"processes_per_node": 4}})
+    plain = create_run(client, name="plain")
+
+    def ask(**capacity):
+        return client.post(f"{API}/workers/{wid}/claim", json={"wait_s": 0, **capacity})
+    assert ask(processes_per_node=2).json()["run_id"] == plain["id"]
+    assert ask(processes_per_node=2).status_code == 204
+    assert ask().json()["run_id"] == four_ranks["id"]  # a CPU worker
+    assert ask(nodes=3).status_code == 204  # torchrun needs every node it was started with
+    answer = ask(nodes=2).json()
+    assert answer["run_id"] == two_nodes["id"] and answer["recipe"]["resources"] == {"processes_per_node": 1, "nodes": 2}
+    assert client.post(f"{API}/workers/{wid}/claim", json={"nodes": 0}).status_code == 422
+
+
 def test_curriculum_advances_on_threshold_after_min_epochs_and_completes(client):
     wid = register(client)
     run = create_run(client)
@@ -237,6 +258,20 @@ def test_nonfinite_alert_rolls_back_with_half_lr_then_fails(client):
     assert body["status"] == "failed" and "non-finite" in body["error"]
     kinds = [e["kind"] for e in client.get(f"{API}/runs/{run['id']}/events").json()["items"]]
     assert kinds.count("alert") == 2 and "rollback" in kinds and "rollback_exhausted" in kinds
+
+
+def test_a_failed_rank_restarts_the_group_as_a_counted_restart_then_fails(client):
+    wid = register(client)
+    run = create_run(client, max_restarts=1)
+    for attempt, expected in ((1, "rollback"), (2, "fail")):
+        answer = claim(client, wid).json()
+        assert answer["attempt"] == attempt
+        alert = {"lease_token": answer["lease_token"], "kind": "rank_failed", "detail": {"exit_code": 1}}
+        assert client.post(f"{API}/runs/{run['id']}/alerts", json=alert).json()["action"] == expected
+        status = "queued" if expected == "rollback" else "failed"
+        client.post(f"{API}/runs/{run['id']}/finish", json={"lease_token": answer["lease_token"], "status": status})
+    body = client.get(f"{API}/runs/{run['id']}").json()
+    assert body["status"] == "failed" and body["restarts"] == 1 and "a rank failed" in body["error"]
 
 
 def test_step_scalars_roll_up_beyond_the_horizon(app, client):

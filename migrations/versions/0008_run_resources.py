@@ -1,0 +1,28 @@
+"""runs.nodes and runs.processes_per_node: a run's recipe.resources, so a claim picks only runs
+the worker can launch
+
+Existing runs predate distributed training and train in one process: 1 × 1.
+
+Revision ID: 0008
+Revises: 0007
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0008'
+down_revision = '0007'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('runs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('nodes', sa.Integer(), server_default='1', nullable=False))
+        batch_op.add_column(sa.Column('processes_per_node', sa.Integer(), server_default='1', nullable=False))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('runs', schema=None) as batch_op:
+        batch_op.drop_column('processes_per_node')
+        batch_op.drop_column('nodes')
