@@ -1,0 +1,154 @@
+"""Conditional, cached reads: what every poll endpoint answers with.
+
+Dashboards poll the same histories again and again, and a history changes only when its run
+does. Each run carries a `version` that every change to it or its histories bumps
+(`server/models.py`), so a poll's ETag is the run's version: a caller that already holds it is
+answered `304 Not Modified` after one indexed read of that number, and any other caller gets
+the body encoded once per (run, version, query) and kept in a bounded cache, gzipped once for
+callers that accept it.
+
+The version is read before the rows: a body is never older than the ETag it is sent with (on
+PostgreSQL a write may land between the two reads; the body is then newer, and the caller's next
+poll fetches it again: a wasted transfer, never a missed change).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from server import runs
+
+# Bodies smaller than this go out as they are: gzip's header and a round of CPU are not worth it.
+GZIP_MIN_BYTES = 1024
+GZIP_LEVEL = 6
+JSON = "application/json"
+
+
+def encode(value: Any) -> bytes:
+    """JSON bytes: a pydantic model by pydantic's own (Rust) serializer, plain data by orjson,
+    with datetimes written as pydantic writes them (`…Z`)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump_json().encode()
+    return orjson.dumps(value, option=orjson.OPT_UTC_Z)
+
+
+class Body:
+    """An encoded answer, and its gzipped form once a caller has asked for one."""
+
+    __slots__ = ("raw", "gzipped")
+
+    def __init__(self, raw: bytes):
+        self.raw = raw
+        self.gzipped: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.raw) + len(self.gzipped or b"")
+
+
+class BodyCache:
+    """Encoded bodies by key, least recently used dropped first, within `max_bytes` of body bytes
+    (raw and gzipped). A body larger than a quarter of the budget is served but not kept, so one
+    huge answer cannot flush everything else. Keys hold the run's version, so an entry is never
+    stale, only unused: it ages out. Shared by the request threads, hence the lock."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[Hashable, Body] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: Hashable) -> Body | None:
+        with self._lock:
+            body = self._items.get(key)
+            if body is not None:
+                self._items.move_to_end(key)
+            return body
+
+    def put(self, key: Hashable, body: Body) -> Body:
+        with self._lock:
+            if body.size * 4 > self.max_bytes:
+                return body
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.bytes -= old.size
+            self._items[key] = body
+            self.bytes += body.size
+            self._shrink()
+            return body
+
+    def gzip(self, key: Hashable, body: Body) -> bytes:
+        """The body gzipped, made once (outside the lock) and counted against the budget."""
+        if body.gzipped is None:
+            packed = gzip.compress(body.raw, compresslevel=GZIP_LEVEL, mtime=0)
+            with self._lock:
+                if body.gzipped is None:
+                    body.gzipped = packed
+                    if self._items.get(key) is body:
+                        self.bytes += len(packed)
+                        self._shrink()
+        return body.gzipped
+
+    def _shrink(self) -> None:
+        while self.bytes > self.max_bytes and self._items:
+            _, dropped = self._items.popitem(last=False)
+            self.bytes -= dropped.size
+
+
+def run_etag(run_id: int, version: int, created_at: dt.datetime) -> str:
+    """Weak: the same version is sent gzipped to some callers and plain to others."""
+    return f'W/"{run_id}.{int(created_at.timestamp() * 1e6):x}.{version}"'
+
+
+def list_etag(query: Hashable, versions: list[tuple[int, int]]) -> str:
+    digest = hashlib.blake2b(orjson.dumps([repr(query), versions]), digest_size=12).hexdigest()
+    return f'W/"runs.{digest}"'
+
+
+def query_key(request: Request) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The route and its query parameters in a canonical order: a cache key for the answer."""
+    return request.url.path, tuple(sorted(request.query_params.multi_items()))
+
+
+def matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110's weak comparison, for `If-None-Match` (`*` or a list of tags)."""
+    if not if_none_match:
+        return False
+    bare = etag.removeprefix("W/")
+    return any(tag.strip() == "*" or tag.strip().removeprefix("W/") == bare for tag in if_none_match.split(","))
+
+
+def respond(request: Request, key: Hashable, etag: str, build: Callable[[], Any]) -> Response:
+    """304 when the caller holds `etag`; else the body under `key`, encoded by `build` on a miss,
+    gzipped when the caller accepts it and the body is large enough to gain."""
+    headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+    if matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    cache: BodyCache = request.app.state.bodies
+    body = cache.get(key)
+    if body is None:
+        body = cache.put(key, Body(encode(build())))
+    if len(body.raw) >= GZIP_MIN_BYTES and "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(cache.gzip(key, body), media_type=JSON, headers={**headers, "Content-Encoding": "gzip"})
+    return Response(body.raw, media_type=JSON, headers=headers)
+
+
+def run_read(request: Request, db: Session, run_id: int, build: Callable[[], Any]) -> Response:
+    """A poll of one run: `304` if the caller holds the run's version, else the body cached for
+    (run, version, query), `build` called only on a miss. 404 when the run does not exist."""
+    version, created_at = runs.version_of(db, run_id)
+    return respond(request, (run_id, version, query_key(request)), run_etag(run_id, version, created_at), build)
