@@ -72,11 +72,16 @@ def thinned(db: Session, run_id: int, *, after: int, max_points: int) -> list[di
     low, high = db.execute(select(func.min(StepScalar.step), func.max(StepScalar.step)).where(*where)).one()
     if low is None:
         return []
-    buckets = max(1, max_points - 1)
-    stride = max(1, -(-(high - low + 1) // buckets))
+    buckets, span = max(1, max_points - 1), high - low + 1
+    if span <= buckets:
+        bucket = StepScalar.step
+    elif span < 2**62 // buckets:  # bucket i holds steps [low + i·span/buckets, low + (i+1)·span/buckets)
+        bucket = (StepScalar.step - low) * buckets // span
+    else:  # steps too far apart for that product in 64 bits: a whole stride (fewer, wider buckets)
+        bucket = (StepScalar.step - low) // -(-span // buckets)
     ranked = select(
         StepScalar.id,
-        func.row_number().over(partition_by=(StepScalar.step - low) // stride,
+        func.row_number().over(partition_by=bucket,
                                order_by=(StepScalar.step, StepScalar.id)).label("first"),
         func.row_number().over(order_by=(StepScalar.step.desc(), StepScalar.id.desc())).label("last"),
     ).where(*where).subquery()
