@@ -80,6 +80,12 @@ class Server(uvicorn.Server):
     def __init__(self, app: FastAPI, **config):
         super().__init__(uvicorn.Config(app, **config))
         self.sala_app = app
+        self.on_started = None  # called once listening (server/processes.py: a child that served)
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     def handle_exit(self, sig, frame) -> None:
         self.sala_app.state.stopping.set()
