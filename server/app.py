@@ -26,7 +26,7 @@ from server.deps import DB, Identities
 from server.errors import CatchAll, error_body, install_handlers
 from server.limits import BodyLimit, ConcurrencyLimit
 from server.observability import Metrics
-from server.reads import BodyCache
+from server.reads import BodyCache, CachedReads
 from server.reaper import Reaper
 from server.routes import control, observe, runs, tokens, webhooks, workers
 from core.api import ErrorBody
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.bodies = BodyCache(settings.read_cache_bytes)  # encoded poll answers (server/reads.py)
 
     install_handlers(app)
+    app.add_middleware(CachedReads, state=app.state)  # innermost: admission control and metrics apply
     app.add_middleware(CatchAll)
     app.add_middleware(_MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -204,3 +204,16 @@ def test_encoded_rows_read_as_the_declared_models(client):
     out = TypeAdapter(list[EpochOut]).validate_python(items)
     assert out[0].stage.index == 1 and out[0].stage.name == "chars"
     assert items[0]["created_at"].endswith("Z")
+
+
+def test_a_cached_answer_is_still_refused_to_a_caller_who_may_not_read(client):
+    run, lease = started(client)
+    url = f"{API}/runs/{run['id']}/epochs"
+    etag = client.get(url).headers["etag"]  # cached now; open mode (no tokens yet)
+    token = client.post(f"{API}/tokens", json={"name": "me", "role": "admin"}).json()["token"]
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers={"If-None-Match": etag}).status_code == 401
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert client.get(url, headers=bearer).headers["etag"] == etag
+    assert client.get(url, headers={**bearer, "If-None-Match": etag}).status_code == 304
+    assert client.get(f"{API}/runs/999999/epochs", headers=bearer).status_code == 404
