@@ -28,6 +28,7 @@ from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from pydantic import BaseModel
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from server import runs
@@ -217,14 +218,36 @@ class CachedReads:
         await response(scope, receive, send)
 
     def _peek(self, authorization: str | None, run_id: int) -> tuple[int, dt.datetime]:
-        from server.auth import authorize
-        from server.deps import identify_in
+        """One statement on a pooled connection, no ORM session: the token table's generation and
+        the run's version together. The caller must be one the routes already identified under
+        that generation (`deps.Identities`); anyone else is left to them."""
+        from server.auth import authorize, bearer_token, hash_token
 
-        with self.state.sessionmaker() as db:
-            principal = authorize(identify_in(db, self.state, authorization), "read")
-            if principal.token_id is not None and _touch_pending(self.state, principal.token_id):
-                raise LookupError("the route records the token's use")
-            return runs.version_of(db, run_id)
+        with self.state.engine.connect() as conn:
+            row = conn.execute(_PEEK, {"run_id": run_id}).first()
+        if row is None:
+            raise LookupError("no such run: the route answers 404")
+        newest, revoked, version, created_at = row
+        token = bearer_token(authorization)
+        principal = self.state.identities.get(hash_token(token) if token is not None else "", (newest or 0, revoked))
+        if principal is None:
+            raise LookupError("a caller not yet identified under this generation")
+        authorize(principal, "read")
+        if principal.token_id is not None and _touch_pending(self.state, principal.token_id):
+            raise LookupError("the route records the token's use")
+        return version, created_at
+
+
+def _peek_statement():
+    from server.models import ApiToken, Run
+
+    # the same two numbers as `auth.generation`, and the run's version, in one round trip
+    return select(select(func.max(ApiToken.id)).scalar_subquery(),
+                  select(func.count(ApiToken.revoked_at)).scalar_subquery(),
+                  Run.version, Run.created_at).where(Run.id == bindparam("run_id"))
+
+
+_PEEK = _peek_statement()
 
 
 def _touch_pending(state, token_id: int) -> bool:
