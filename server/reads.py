@@ -224,7 +224,7 @@ class CachedReads:
         from server.auth import authorize, bearer_token, hash_token
 
         with self.state.engine.connect() as conn:
-            row = conn.execute(_PEEK, {"run_id": run_id}).first()
+            row = conn.execution_options(single_statement=True).execute(_PEEK, {"run_id": run_id}).first()
         if row is None:
             raise LookupError("no such run: the route answers 404")
         newest, revoked, version, created_at = row
