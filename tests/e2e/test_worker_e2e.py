@@ -8,6 +8,8 @@ import signal
 
 import httpx
 
+from core.recipe import Recipe
+
 from tests.e2e.conftest import get, tiny, wait_for
 from tests.live import live_server
 
@@ -80,7 +82,7 @@ def test_overrides_are_applied_within_two_seconds(tmp_path, workers):
     step_s = later["duration_s"] / recipe["training"]["steps_per_epoch"]
     assert all(d < 2.0 + 2 * step_s for d in delays.values()), (delays, step_s)
     assert later["lr"]["stage_multiplier"] == 0.5
-    assert abs(later["lr"]["effective"] - 0.001 * 0.5 * 0.5) < 1e-9
+    assert abs(later["lr"]["effective"] - Recipe().optimizer.lr * 0.5 * 0.5) < 1e-9
     for kind in ("stage_set", "lr_scale", "pause_requested", "run_paused", "resumed", "stop_requested",
                  "run_stopped"):
         assert kind in kinds, kinds
