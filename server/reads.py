@@ -169,18 +169,20 @@ def run_read(request: Request, db: Session, run_id: int, build: Callable[[], Any
 # ---- the fast path: a cached poll answered before FastAPI ---------------------------------------
 
 RUN_POLL = re.compile(r"^/api/v1/runs/([1-9][0-9]{0,17})(/epochs|/steps|/stages|/lr|/events|/checkpoints)?$")
+RUN_LIST = "/api/v1/runs"
+LIST_PARAMS = frozenset({"status", "tag", "limit", "cursor"})
 
 
 class CachedReads:
-    """Plain ASGI in front of the routes: a poll of one run whose answer for the run's current
-    version is already cached is answered here (304, or the cached bytes), without FastAPI's
-    routing, parameter validation, dependency resolution and second worker-thread hop, which
-    cost more than the answer itself once it is cached. The caller is identified and authorised,
-    and the run's version read, in one short read in one worker thread. Everything else goes to
-    the routes, which answer as they always do: a miss (the route validates the query, builds the
-    body and caches it, so only queries the route accepted are ever found here), an unknown
-    caller (401), a token without read rights (403), a run that does not exist (404), a database
-    away (503), a token whose last use is due to be recorded."""
+    """Plain ASGI in front of the routes: a poll (of one run, or the runs list) whose answer for
+    the current versions is already cached is answered here (304, or the cached bytes), without
+    FastAPI's routing, parameter validation, dependency resolution and second worker-thread hop,
+    which cost more than the answer itself once it is cached. The caller is identified and
+    authorised, and the versions read, in one short read in one worker thread. Everything else
+    goes to the routes, which answer as they always do: a miss (the route validates the query,
+    builds the body and caches it, so only queries the route accepted are ever found here), an
+    unknown caller (401), a token without read rights (403), a run that does not exist (404), a
+    database away (503), a token whose last use is due to be recorded."""
 
     def __init__(self, app, state):
         self.app = app
@@ -189,24 +191,32 @@ class CachedReads:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "GET":
             return await self.app(scope, receive, send)
-        match = RUN_POLL.match(scope["path"])
-        if match is None:
+        path = scope["path"]
+        match = RUN_POLL.match(path)
+        if match is None and path != RUN_LIST:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         authorization = headers.get(b"authorization")
-        run_id = int(match.group(1))
+        authorization = authorization.decode("latin-1") if authorization else None
+        query = _query_key(scope)
         try:
-            version, created_at = await run_in_threadpool(
-                self._peek, authorization.decode("latin-1") if authorization else None, run_id)
+            if match is not None:
+                run_id = int(match.group(1))
+                version, created_at = await run_in_threadpool(self._peek_run, authorization, run_id)
+                key, etag = (run_id, version, query), run_etag(run_id, version, created_at)
+                scope["path_params"] = {"run_id": match.group(1)}
+            else:
+                versions = await run_in_threadpool(self._peek_list, authorization, query[1])
+                etag = list_etag(query, versions)
+                key = ("runs", etag, query)
+                scope["path_params"] = {}
         except Exception:  # noqa: BLE001 - any trouble: the route answers, in the API's shape
             return await self.app(scope, receive, send)
-        key = (run_id, version, _query_key(scope))
         cache: BodyCache = self.state.bodies
         body = cache.get(key)
         if body is None:
             return await self.app(scope, receive, send)
-        scope["route"], scope["path_params"] = "cached", {"run_id": match.group(1)}  # metrics' label
-        etag = run_etag(run_id, version, created_at)
+        scope["route"] = "cached"  # metrics label the route by its template (server/observability.py)
         inm = headers.get(b"if-none-match")
         if matches(inm.decode("latin-1") if inm else None, etag):
             response = Response(status_code=304, headers=_headers(etag))
@@ -217,37 +227,56 @@ class CachedReads:
             response = Response(body.raw, media_type=JSON, headers=_headers(etag))
         await response(scope, receive, send)
 
-    def _peek(self, authorization: str | None, run_id: int) -> tuple[int, dt.datetime]:
+    def _peek_run(self, authorization: str | None, run_id: int) -> tuple[int, dt.datetime]:
         """One statement on a pooled connection, no ORM session: the token table's generation and
-        the run's version together. The caller must be one the routes already identified under
-        that generation (`deps.Identities`); anyone else is left to them."""
-        from server.auth import authorize, bearer_token, hash_token
-
+        the run's version together."""
         with self.state.engine.connect() as conn:
             row = conn.execution_options(single_statement=True).execute(_PEEK, {"run_id": run_id}).first()
         if row is None:
             raise LookupError("no such run: the route answers 404")
         newest, revoked, version, created_at = row
+        self._authorised(authorization, (newest or 0, revoked))
+        return version, created_at
+
+    def _peek_list(self, authorization: str | None, params: tuple[tuple[str, str], ...]) -> list[tuple[int, int]]:
+        """The generation, then the page's run ids and versions (`runs.list_versions`), each a
+        statement of its own on one pooled connection."""
+        given = dict(params)
+        if len(given) != len(params) or not set(given) <= LIST_PARAMS:
+            raise LookupError("a query the route should judge")
+        with self.state.engine.connect() as conn:
+            conn.execution_options(single_statement=True)
+            newest, revoked = conn.execute(_GENERATION).one()
+            self._authorised(authorization, (newest or 0, revoked))
+            return runs.list_versions(conn, statuses=[s for s in given.get("status", "").split(",") if s],
+                                      tag=given.get("tag"), limit=int(given.get("limit", 50)),
+                                      cursor=given.get("cursor"))
+
+    def _authorised(self, authorization: str | None, generation: tuple[int, int]) -> None:
+        """The caller must be one the routes already identified under this generation
+        (`deps.Identities`), with read rights; anyone else is left to the routes."""
+        from server.auth import authorize, bearer_token, hash_token
+
         token = bearer_token(authorization)
-        principal = self.state.identities.get(hash_token(token) if token is not None else "", (newest or 0, revoked))
+        principal = self.state.identities.get(hash_token(token) if token is not None else "", generation)
         if principal is None:
             raise LookupError("a caller not yet identified under this generation")
         authorize(principal, "read")
         if principal.token_id is not None and _touch_pending(self.state, principal.token_id):
             raise LookupError("the route records the token's use")
-        return version, created_at
 
 
-def _peek_statement():
+def _statements():
     from server.models import ApiToken, Run
 
-    # the same two numbers as `auth.generation`, and the run's version, in one round trip
-    return select(select(func.max(ApiToken.id)).scalar_subquery(),
-                  select(func.count(ApiToken.revoked_at)).scalar_subquery(),
-                  Run.version, Run.created_at).where(Run.id == bindparam("run_id"))
+    # the same two numbers as `auth.generation`
+    newest, revoked = (select(func.max(ApiToken.id)).scalar_subquery(),
+                       select(func.count(ApiToken.revoked_at)).scalar_subquery())
+    return (select(newest, revoked),
+            select(newest, revoked, Run.version, Run.created_at).where(Run.id == bindparam("run_id")))
 
 
-_PEEK = _peek_statement()
+_GENERATION, _PEEK = _statements()
 
 
 def _touch_pending(state, token_id: int) -> bool:

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.orm import Session, defer
 
 from core import lr as lr_rules
@@ -139,7 +139,7 @@ def list_runs(db: Session, *, statuses: list[str], tag: str | None, limit: int,
     return page, (_encode_cursor(page[-1].id) if more and page else None)
 
 
-def list_versions(db: Session, *, statuses: list[str], tag: str | None, limit: int,
+def list_versions(db: Session | Connection, *, statuses: list[str], tag: str | None, limit: int,
                   cursor: str | None) -> list[tuple[int, int]]:
     """(id, version) of the runs `list_runs` would answer with the same arguments (and the one past
     the page, which decides its cursor): two integer columns, so a poller's unchanged list is

@@ -217,3 +217,14 @@ def test_a_cached_answer_is_still_refused_to_a_caller_who_may_not_read(client):
     assert client.get(url, headers=bearer).headers["etag"] == etag
     assert client.get(url, headers={**bearer, "If-None-Match": etag}).status_code == 304
     assert client.get(f"{API}/runs/999999/epochs", headers=bearer).status_code == 404
+
+
+def test_a_cached_filtered_list_follows_a_status_change(client):
+    first, second = create_run(client, name="a"), create_run(client, name="b")
+    url = f"{API}/runs"
+    for _ in range(2):  # the second answer comes from the cache
+        assert [r["id"] for r in client.get(url, params={"status": "queued", "limit": 1}).json()["items"]] == [second["id"]]
+    assert client.post(f"{API}/runs/{second['id']}/pause", json={}).status_code == 202
+    assert [r["id"] for r in client.get(url, params={"status": "queued", "limit": 1}).json()["items"]] == [first["id"]]
+    assert client.get(url, params={"status": "nonsense"}).status_code == 422
+    assert client.get(url, params={"limit": 0}).status_code == 422
