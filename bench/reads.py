@@ -70,8 +70,9 @@ def seed_sala(api: str, database_url: str) -> list[int]:
                  "duration_s": 12.5, "samples_per_s": 400.0, "superseded": False} for e in range(1, EPOCHS + 1)])
             conn.execute(insert(StepScalar), [{"run_id": rid, "step": s, "values": step_values(s)}
                                               for s in range(1, STEPS + 1)])
-        # written around the ORM, so the version is bumped here
-        conn.execute(Run.__table__.update().values(epoch=EPOCHS, step=STEPS * 1, version=Run.__table__.c.version + 1))
+        # written around the ORM, so the version is bumped here (a server from before versions has none)
+        bump = {"version": Run.__table__.c.version + 1} if "version" in Run.__table__.c else {}
+        conn.execute(Run.__table__.update().values(epoch=EPOCHS, step=STEPS, **bump))
     engine.dispose()
     return ids
 
@@ -110,7 +111,7 @@ def wrk(url_base: str, ids: list, path: str, seconds: float, *, method: str = "G
 def sala_reads(server, ids: list[int], seconds: float) -> dict[str, dict]:
     api = server.api
     one = ids[0]
-    etags = [httpx.get(f"{api}/runs/{i}/epochs").headers["etag"] for i in ids]
+    etags = [httpx.get(f"{api}/runs/{i}/epochs").headers.get("etag", "") for i in ids]
     results = {"healthz": wrk(server.url, ids, "/healthz", seconds)}
     prefix = "/api/v1"
     cases = [
@@ -119,7 +120,7 @@ def sala_reads(server, ids: list[int], seconds: float) -> dict[str, dict]:
         ("steps (2,000 points)", f"{prefix}/runs/%s/steps?max_points=2000", {}),
         ("steps, columns", f"{prefix}/runs/%s/steps?max_points=2000&format=columns", {}),
         ("steps, gzip", f"{prefix}/runs/%s/steps?max_points=2000", {"Accept-Encoding": "gzip"}),
-        ("runs list (50)", f"{prefix}/runs?limit=50&_=%s", {}),
+        ("runs list (50)", f"{prefix}/runs?limit=50", {}),
         ("epochs poll (after=125)", f"{prefix}/runs/%s/epochs?after=125", {}),
     ]
     for name, path, headers in cases:
