@@ -148,6 +148,16 @@ def list_versions(db: Session | Connection, *, statuses: list[str], tag: str | N
     return [(i, v) for i, v in db.execute(query.order_by(Run.id.desc()).limit(limit + 1))]
 
 
+def runs_by_id(db: Session, ids: list[int]) -> list[Run]:
+    """The runs of a list page that must be encoded again, recipes left out as `list_runs` does."""
+    return list(db.scalars(select(Run).options(defer(Run.recipe)).where(Run.id.in_(ids))))
+
+
+def list_cursor(versions: list[tuple[int, int]], limit: int) -> str | None:
+    """The next page's cursor, from `list_versions`' answer (which reads one run past the page)."""
+    return _encode_cursor(versions[limit - 1][0]) if len(versions) > limit else None
+
+
 def _filtered(query, *, statuses: list[str], tag: str | None, cursor: str | None):
     if statuses:
         unknown = [s for s in statuses if s not in Status.__members__.values()]

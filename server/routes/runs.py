@@ -30,15 +30,16 @@ def list_runs(request: Request, db: DB, _: Reader, status: Annotated[str | None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               cursor: Annotated[str | None, Query(max_length=100)] = None) -> Response:
     """Newest first. The ETag is made of the page's run ids and versions (two integer columns read),
-    so an unchanged list is a `304` without any run's JSON decoded."""
+    so an unchanged list is a `304` without any run's JSON decoded; a changed one re-encodes only
+    the runs that changed (server/reads.py `run_items`)."""
     statuses = [s for s in (status or "").split(",") if s]
-    query = dict(statuses=statuses, tag=tag, limit=limit, cursor=cursor)
     key = reads.query_key(request)
-    etag = reads.list_etag(key, runs.list_versions(db, **query))
+    versions = runs.list_versions(db, statuses=statuses, tag=tag, limit=limit, cursor=cursor)
+    etag = reads.list_etag(key, versions)
 
-    def build() -> RunPage:
-        page, next_cursor = runs.list_runs(db, **query)
-        return RunPage(items=[run_out(r) for r in page], next_cursor=next_cursor)
+    def build() -> bytes:
+        items = reads.run_items(request, versions[:limit], lambda ids: [run_out(r) for r in runs.runs_by_id(db, ids)])
+        return reads.page(items, runs.list_cursor(versions, limit))
     return reads.respond(request, ("runs", etag, key), etag, build)
 
 

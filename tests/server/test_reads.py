@@ -49,7 +49,7 @@ def test_every_poll_endpoint_answers_304_to_its_etag_and_a_new_body_after_a_repo
     # a 304 is answered from the run's version alone: no history is read, no run loaded
     def unread(*_args, **_kwargs):
         raise AssertionError("a 304 read the rows")
-    for name in ("get_run", "list_runs", "transitions", "lr_history"):
+    for name in ("get_run", "list_runs", "runs_by_id", "transitions", "lr_history"):
         monkeypatch.setattr(runs, name, unread)
     monkeypatch.setattr(reports, "epochs", unread)
     monkeypatch.setattr(reports, "checkpoints", unread)
@@ -228,3 +228,18 @@ def test_a_cached_filtered_list_follows_a_status_change(client):
     assert [r["id"] for r in client.get(url, params={"status": "queued", "limit": 1}).json()["items"]] == [first["id"]]
     assert client.get(url, params={"status": "nonsense"}).status_code == 422
     assert client.get(url, params={"limit": 0}).status_code == 422
+
+
+def test_a_list_rebuilt_after_one_run_changed_encodes_only_that_run(client, monkeypatch):
+    made = [create_run(client, name=f"l{i}") for i in range(4)]
+    whole = client.get(f"{API}/runs", params={"limit": 3}).json()
+    loaded = []
+    by_id = runs.runs_by_id
+    monkeypatch.setattr(runs, "runs_by_id", lambda db, ids: loaded.append(sorted(ids)) or by_id(db, ids))
+    assert client.patch(f"{API}/runs/{made[2]['id']}", json={"note": "changed"}).status_code == 200
+    again = client.get(f"{API}/runs", params={"limit": 3}).json()
+    assert loaded == [[made[2]["id"]]]
+    assert [r["id"] for r in again["items"]] == [r["id"] for r in whole["items"]] and again["next_cursor"] == whole["next_cursor"]
+    assert [r["note"] for r in again["items"]] == ["", "changed", ""]
+    follow = client.get(f"{API}/runs", params={"limit": 3, "cursor": again["next_cursor"]}).json()
+    assert [r["id"] for r in follow["items"]] == [made[0]["id"]] and follow["next_cursor"] is None
