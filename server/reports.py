@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import curriculum, protocol, retention
@@ -39,17 +39,8 @@ def record_epoch(db: Session, run: Run, report: protocol.EpochReport) -> EpochRe
 
 
 def _history(db: Session, run: Run) -> list[curriculum.EpochRecord]:
-    """What the curriculum reads of a run's history: the epochs of the current visit to its stage
-    (the rules look no further back) and the last few epochs whatever their stage (the non-finite
-    rule), not the whole history: a long run's report would otherwise decode every epoch's metrics
-    each time. The same decisions as on the whole history, since the rules only see those epochs."""
-    live = (EpochReport.run_id == run.id, EpochReport.superseded.is_(False))
-    left = db.scalar(select(func.max(EpochReport.epoch)).where(*live, EpochReport.stage_index != run.stage_index))
-    recent = db.scalar(select(EpochReport.epoch).where(*live).order_by(EpochReport.epoch.desc())
-                       .offset(curriculum.Thresholds().nonfinite_epochs - 1).limit(1))
-    since = min(-1 if left is None else left, -1 if recent is None else recent - 1)
     rows = db.execute(select(EpochReport.epoch, EpochReport.stage_index, EpochReport.metrics).where(
-        *live, EpochReport.epoch > since).order_by(EpochReport.epoch))
+        EpochReport.run_id == run.id, EpochReport.superseded.is_(False)).order_by(EpochReport.epoch))
     return [curriculum.EpochRecord(epoch=e, stage=s, metrics=m) for e, s, m in rows]
 
 
