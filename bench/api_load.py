@@ -12,7 +12,10 @@ heartbeat every second (20 scalars each) and report an epoch every 5 s; their la
 too (the goal: they land within a second). Ends with the query plans (EXPLAIN) of the statements
 each endpoint runs, captured from the app itself.
 
+Pollers send If-None-Match once they hold an answer's ETag, as the dashboard does (`--no-etags`: never).
+
 Usage: python bench/api_load.py [--backend sqlite --backend postgresql] [--seconds 30] [--rate 200]
+                                [--processes N] [--no-etags]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from tests.live import live_server  # noqa: E402
 
 RUNS, STEPS_PER_RUN, EPOCHS_PER_RUN, POLLERS, WORKERS = 50, 20_000, 200, 100, 10
+ETAGS = True
 RECIPE = {"training": {"max_epochs": 100_000, "steps_per_epoch": 100}}
 
 
@@ -71,11 +75,27 @@ def seed(api: str, database_url: str) -> list[dict]:
                 {"run_id": rid, "step": s, "values": {"loss": 2 * math.exp(-s / 5000) + 0.1 * rng.random(),
                                                       "lr": 1e-3, "grad_norm": 1 + rng.random()}}
                 for s in range(1, STEPS_PER_RUN + 1)])
-        conn.execute(Run.__table__.update().values(epoch=EPOCHS_PER_RUN, step=STEPS_PER_RUN))
+        # written around the ORM, so the version is bumped here (server/models.py does it for the ORM)
+        conn.execute(Run.__table__.update().values(epoch=EPOCHS_PER_RUN, step=STEPS_PER_RUN,
+                                                   version=Run.__table__.c.version + 1))
     engine.dispose()
     print(f"  seeded {RUNS} runs, {RUNS * STEPS_PER_RUN:,} step scalars, {RUNS * EPOCHS_PER_RUN:,} epochs "
           f"in {time.perf_counter() - started:.0f}s", flush=True)
     return [{"id": r["id"], "lease": leases[r["id"]]} for r in runs]
+
+
+def warm_up(api: str, runs: list[dict]) -> None:
+    """Each run opened once, untimed, as a dashboard opening it would: the phases then measure
+    polls of a running server, not the first build of every run's answers right after the bulk seed."""
+    started = time.perf_counter()
+    with httpx.Client(base_url=api, timeout=120) as client:
+        client.get("/runs", params={"limit": 50})
+        for run in runs:
+            rid = run["id"]
+            client.get(f"/runs/{rid}/epochs", params={"after": EPOCHS_PER_RUN - 5})
+            client.get(f"/runs/{rid}/steps", params={"after": STEPS_PER_RUN - 500, "max_points": 500})
+            client.get(f"/runs/{rid}/steps", params={"max_points": 1000})
+    print(f"  warmed up: each run opened once in {time.perf_counter() - started:.0f}s", flush=True)
 
 
 class RawConnection:
@@ -89,19 +109,22 @@ class RawConnection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def get(self, path: str, params: dict | None = None) -> SimpleNamespace:
+    async def get(self, path: str, params: dict | None = None, headers: dict | None = None) -> SimpleNamespace:
         try:
             if self.writer is None:
                 self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
             target = self.prefix + path + ("?" + urlencode(params) if params else "")
-            self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+            extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+            self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n{extra}\r\n".encode())
             await self.writer.drain()
             status = int((await self.reader.readline()).split()[1])
-            length, chunked = 0, False
+            length, chunked, etag = 0, False, None
             while (line := await self.reader.readline()) not in (b"\r\n", b""):
                 name, _, value = line.decode("latin-1").partition(":")
                 if name.lower() == "content-length":
                     length = int(value)
+                elif name.lower() == "etag":
+                    etag = value.strip()
                 elif name.lower() == "transfer-encoding" and "chunked" in value.lower():
                     chunked = True
             if chunked:
@@ -110,7 +133,7 @@ class RawConnection:
                 await self.reader.readline()
             else:
                 await self.reader.readexactly(length)
-            return SimpleNamespace(status_code=status)
+            return SimpleNamespace(status_code=status, headers={"etag": etag} if etag else {})
         except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
             if self.writer is not None:
                 self.writer.close()
@@ -123,6 +146,7 @@ class Stats:
         self.latency: dict[str, list[float]] = defaultdict(list)
         self.errors: dict[str, int] = defaultdict(int)
         self.unfinished = 0
+        self.not_modified = 0
 
     def add(self, name: str, seconds: float, ok: bool) -> None:
         self.latency[name].append(seconds)
@@ -132,7 +156,9 @@ class Stats:
 
 async def poller(client: httpx.AsyncClient, runs: list[dict], stats: Stats, stop: float,
                  interval: float | None, rng: random.Random) -> None:
+    """As the dashboard polls: with If-None-Match once it holds an answer's ETag (unless --no-etags)."""
     steps_after = STEPS_PER_RUN - 500
+    etags: dict[str, str] = {}
     while time.monotonic() < stop:
         run = rng.choice(runs)["id"]
         requests = [("GET /runs", "/runs", {"limit": 50}),
@@ -142,9 +168,14 @@ async def poller(client: httpx.AsyncClient, runs: list[dict], stats: Stats, stop
             requests.append(("GET /steps (first open)", f"/runs/{run}/steps", {"max_points": 1000}))
         for name, path, params in requests:
             began = time.monotonic()
+            key = f"{path}?{urlencode(params)}"
+            headers = {"If-None-Match": etags[key]} if ETAGS and key in etags else {}
             try:
-                answer = await client.get(path, params=params)
-                ok = answer.status_code == 200
+                answer = await client.get(path, params=params, headers=headers)
+                ok = answer.status_code in (200, 304)
+                if answer.headers.get("etag"):
+                    etags[key] = answer.headers["etag"]
+                stats.not_modified += answer.status_code == 304
             except httpx.HTTPError:
                 ok = False
             stats.add(name, time.monotonic() - began, ok)
@@ -203,7 +234,8 @@ async def phase(api: str, runs: list[dict], seconds: float, rate: float | None,
 
 def table(title: str, stats: Stats, elapsed: float) -> None:
     polled = sum(len(v) for k, v in stats.latency.items() if "worker" not in k)
-    print(f"\n  {title}: {polled / elapsed:.0f} poller requests/s over {elapsed:.0f}s"
+    print(f"\n  {title}: {polled / elapsed:.0f} poller requests/s over {elapsed:.0f}s, "
+          f"{stats.not_modified / max(1, polled):.0%} answered 304"
           + (f" ({stats.unfinished} clients still waiting at the end, cancelled)" if stats.unfinished else ""))
     print(f"  {'endpoint':28s} {'count':>7s} {'req/s':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'max ms':>8s} {'errors':>6s}")
     for name, values in sorted(stats.latency.items()):
@@ -260,7 +292,7 @@ def explain(database_url: str, run_id: int) -> None:
     app.state.engine.dispose()
 
 
-def bench(backend: str, seconds: float, rate: float, raw: bool) -> None:
+def bench(backend: str, seconds: float, rate: float, raw: bool, processes: int = 1) -> None:
     from tests.conftest import create_pg_database, drop_pg_database
 
     print(f"\n== {backend} ==", flush=True)
@@ -269,8 +301,10 @@ def bench(backend: str, seconds: float, rate: float, raw: bool) -> None:
         url = f"sqlite:///{tmp / 'sala.db'}" if backend == "sqlite" else create_pg_database()
         env = {"SALA_DATABASE_URL": url, "SALA_LEASE_SECONDS": "3600", "SALA_LOG_LEVEL": "warning"}
         try:
-            with live_server(tmp, env) as server:
+            with live_server(tmp, env, args=("--processes", str(processes))) as server:
+                _wait_processes(server, processes)
                 runs = seed(server.api, url)
+                warm_up(server.api, runs)
                 for title, offered in ((f"paced ({rate:.0f} req/s offered)", rate), ("flat out", None)):
                     stats, elapsed = asyncio.run(phase(server.api, runs, seconds, offered, raw))
                     table(title, stats, elapsed)
@@ -284,8 +318,14 @@ def bench(backend: str, seconds: float, rate: float, raw: bool) -> None:
                 drop_pg_database(url)
 
 
+def _wait_processes(server, processes: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while server.output().count("Application startup complete") < processes and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def main() -> int:
-    global POLLERS
+    global POLLERS, ETAGS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", action="append", choices=["sqlite", "postgresql"])
     parser.add_argument("--seconds", type=float, default=30)
@@ -293,12 +333,14 @@ def main() -> int:
     parser.add_argument("--pollers", type=int, default=POLLERS)
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
                         help="pollers' HTTP client: raw asyncio streams (cheap) or httpx")
+    parser.add_argument("--processes", type=int, default=1, help="server processes (sala server --processes)")
+    parser.add_argument("--no-etags", action="store_true", help="pollers never send If-None-Match")
     args = parser.parse_args()
-    POLLERS = args.pollers
-    print(f"{POLLERS} pollers ({args.client} client), {WORKERS} workers, {args.seconds:.0f}s per phase",
-          flush=True)
+    POLLERS, ETAGS = args.pollers, not args.no_etags
+    print(f"{POLLERS} pollers ({args.client} client, {'with' if ETAGS else 'without'} ETags), {WORKERS} workers, "
+          f"{args.processes} server process(es), {args.seconds:.0f}s per phase", flush=True)
     for backend in args.backend or ["sqlite", "postgresql"]:
-        bench(backend, args.seconds, args.rate, args.client == "raw")
+        bench(backend, args.seconds, args.rate, args.client == "raw", args.processes)
     return 0
 
 

@@ -243,6 +243,34 @@ class EpochOut(BaseModel):
     created_at: dt.datetime
 
 
+class EpochColumns(BaseModel):
+    """An epoch page as one array per field (`?format=columns`), the i-th entry of each being the
+    i-th epoch: what a chart plots, without the field names repeated on every row. `metrics` and
+    `lr` hold one array per key any epoch of the page has (null where an epoch lacks it);
+    `stage_names` names each stage number that occurs."""
+    format: Literal["columns"]
+    epoch: list[int]
+    attempt: list[int]
+    stage: list[int]
+    stage_names: dict[str, str]
+    step: list[int]
+    metrics: dict[str, list[Any]]
+    lr: dict[str, list[Any]]
+    duration_s: list[float | None]
+    samples_per_s: list[float | None]
+    created_at: list[dt.datetime]
+    next_cursor: str | None
+
+
+class StepColumns(BaseModel):
+    """Step points as one array per scalar (`?format=columns`): `values[k][i]` is scalar k at
+    `step[i]`, null where that point lacks it (`points` counts the steps a rolled-up point averages)."""
+    format: Literal["columns"]
+    step: list[int]
+    values: dict[str, list[Any]]
+    next_cursor: str | None
+
+
 class WorkerOut(BaseModel):
     id: int
     name: str

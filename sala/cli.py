@@ -115,25 +115,33 @@ def tokens_revoke(token_id: int) -> None:
     typer.echo(f"token {token_id} revoked")
 
 
+Processes = Annotated[int | None, typer.Option(
+    min=1, max=64, help="Server processes sharing the port, each with its own admission control "
+    "(default SALA_PROCESSES or 1; about one per core on a machine of its own: docs/PERFORMANCE.md).")]
+
+
 @app.command()
-def server(host: Host = None, port: Port = None) -> None:
+def server(host: Host = None, port: Port = None, processes: Processes = None) -> None:
     """Migrate the database, then serve the API (and dashboard)."""
     settings = _settings(host, port)
     _prepare(settings)
-    _serve(settings)
+    _serve(settings, processes or settings.processes)
 
 
 @app.command()
 def up(host: Host = None, port: Port = None,
-       workers: Annotated[int, typer.Option(min=0, max=64, help="Worker processes to start.")] = 1) -> None:
+       workers: Annotated[int, typer.Option(min=0, max=64, help="Worker processes to start.")] = 1,
+       processes: Annotated[int | None, typer.Option(
+           min=1, max=64, help="Server processes (default: half the cores, 1 to 4).")] = None) -> None:
     """One machine: migrate, serve the API and run N workers.
 
     Ctrl-C checkpoints and re-queues running runs, then stops the workers and the server."""
+    from server.processes import default_processes
     from server.supervisor import run_stack
 
     settings = _settings(host, port)
     _prepare(settings)
-    raise typer.Exit(run_stack(settings, workers))
+    raise typer.Exit(run_stack(settings, workers, processes or default_processes()))
 
 
 @app.command()
@@ -187,11 +195,10 @@ def _prepare(settings) -> None:
                     "anyone on this machine can control runs. Create a token to turn it on.", settings.host)
 
 
-def _serve(settings) -> None:
-    from server.app import Server, create_app
+def _serve(settings, processes: int) -> None:
+    from server.processes import serve
 
-    Server(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-           timeout_graceful_shutdown=10).run()
+    serve(settings, processes)
 
 
 def _session():

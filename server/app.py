@@ -26,6 +26,7 @@ from server.deps import DB, Identities
 from server.errors import CatchAll, error_body, install_handlers
 from server.limits import BodyLimit, ConcurrencyLimit
 from server.observability import Metrics
+from server.reads import BodyCache, CachedReads
 from server.reaper import Reaper
 from server.routes import control, observe, runs, tokens, webhooks, workers
 from core.api import ErrorBody
@@ -54,8 +55,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.stopping = threading.Event()
     app.state.storage_full_at = None  # when a write last failed for want of space (server/errors.py)
     app.state.metrics = Metrics()
+    app.state.bodies = BodyCache(settings.read_cache_bytes)  # encoded poll answers (server/reads.py)
 
     install_handlers(app)
+    app.add_middleware(CachedReads, state=app.state)  # innermost: admission control and metrics apply
     app.add_middleware(CatchAll)
     app.add_middleware(_MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -63,7 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BrowserGuard, settings=settings)
     if settings.origins:  # pages of these origins may call the API: their preflights are answered
         app.add_middleware(CORSMiddleware, allow_origins=sorted(settings.origins), allow_methods=["*"],
-                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
+                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "If-None-Match"],
+                           expose_headers=["ETag"])
     for module in (runs, control, observe, tokens, webhooks, workers):
         app.include_router(module.router, prefix=API_PREFIX)
     _service_routes(app)
@@ -77,6 +81,12 @@ class Server(uvicorn.Server):
     def __init__(self, app: FastAPI, **config):
         super().__init__(uvicorn.Config(app, **config))
         self.sala_app = app
+        self.on_started = None  # called once listening (server/processes.py: a child that served)
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     def handle_exit(self, sig, frame) -> None:
         self.sala_app.state.stopping.set()

@@ -69,15 +69,21 @@ class Identities:
 def identify(state, authorization: str | None) -> Principal:
     """The caller, as of now. Runs in a worker thread, in a short read of its own: a long request
     (a claim's long-poll, the event stream) holds no transaction for it."""
+    with state.sessionmaker() as db:
+        return identify_in(db, state, authorization)
+
+
+def identify_in(db: Session, state, authorization: str | None) -> Principal:
+    """`identify` in a session the caller holds (server/reads.py reads a run's version in the same one)."""
     token = bearer_token(authorization)
     key = hash_token(token) if token is not None else ""
-    with state.sessionmaker() as db:
-        now = generation(db)
-        principal = state.identities.get(key, now)
-        if principal is None:
-            principal = authenticate(db, token, open_loopback=state.open_loopback)
-            state.identities.put(key, now, principal)
+    now = generation(db)
+    principal = state.identities.get(key, now)
+    if principal is None:
+        principal = authenticate(db, token, open_loopback=state.open_loopback)
+        state.identities.put(key, now, principal)
     return principal
+
 
 
 async def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:

@@ -19,8 +19,12 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
+    inspect,
+    update,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm.util import identity_key
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -93,6 +97,9 @@ class Run(Base):
     curriculum_complete: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     epoch: Mapped[int] = mapped_column(default=0)
     step: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Bumped in the same transaction as every change to the run or its histories (see
+    # `_bump_run_versions` below): polls compare it with their ETag and key cached bodies by it.
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     base_lr: Mapped[float] = mapped_column(Float)
     lr_schedule: Mapped[float | None] = mapped_column(Float)
@@ -287,3 +294,52 @@ class ApiToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
+
+
+# ---- run versions ---------------------------------------------------------------------------------
+
+# Rows a run's read endpoints show besides the run itself: a change to any bumps the run's version.
+RUN_HISTORIES = (StageTransition, EpochReport, StepScalar, Checkpoint, ControlEvent, RunLog)
+# Columns no read shows: a heartbeat that only renews its lease leaves cached bodies valid.
+UNSEEN_RUN_COLUMNS = frozenset({"lease_expires_at", "updated_at", "version"})
+_UNLOADED = "sala_bump_run_ids"
+
+
+@event.listens_for(Session, "before_flush")
+def _bump_run_versions(session: Session, _context, _instances) -> None:
+    """The one place a run's version changes: every flush that adds, changes or deletes a run's row
+    or a row of its histories bumps it, so no service function can forget to. The bump is SQL
+    (`version = version + 1`), not a value read earlier, so two transactions changing one run
+    concurrently never write the same version for two different states. Runs not loaded in the
+    session are bumped by one UPDATE after the flush, instead of being loaded here."""
+    bumped: set[int] = set()
+    unloaded: set[int] = set()
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, Run):
+            if obj in session.dirty and obj not in session.deleted and _shown_change(obj):
+                obj.version = Run.version + 1
+                bumped.add(obj.id)
+        elif isinstance(obj, RUN_HISTORIES) and obj.run_id is not None:
+            if obj in session.dirty and not session.is_modified(obj, include_collections=False):
+                continue
+            unloaded.add(obj.run_id)
+    for run_id in unloaded - bumped:
+        run = session.identity_map.get(identity_key(Run, run_id))
+        if run is not None and run not in session.deleted and run not in session.new:
+            run.version = Run.version + 1
+        else:
+            session.info.setdefault(_UNLOADED, set()).add(run_id)
+
+
+def _shown_change(run: Run) -> bool:
+    state = inspect(run)
+    return any(attr.history.has_changes() for attr in state.attrs if attr.key not in UNSEEN_RUN_COLUMNS)
+
+
+@event.listens_for(Session, "after_flush")
+def _bump_unloaded_runs(session: Session, _context) -> None:
+    run_ids = session.info.pop(_UNLOADED, None)
+    if run_ids:
+        table = Run.__table__
+        session.connection().execute(update(table).where(table.c.id.in_(sorted(run_ids)))
+                                     .values(version=table.c.version + 1))

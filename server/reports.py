@@ -52,6 +52,8 @@ def _acted(db: Session, run: Run) -> set[tuple[str, int]]:
 
 
 def _judge(db: Session, run: Run, row: EpochReport) -> None:
+    if row.stage_index != run.stage_index:
+        return  # trained before a stage move the worker has not applied yet: not judged (core.curriculum.judge)
     outcome = curriculum.judge(runs.recipe_of(run), stage=run.stage_index, held=run.stage_held,
                                trained=row.stage_index, history=_history(db, run), acted=_acted(db, run))
     decision = outcome.decision

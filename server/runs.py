@@ -4,11 +4,12 @@ the request (or job) that calls them owns the transaction."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.orm import Session, defer
 
 from core import lr as lr_rules
@@ -133,7 +134,32 @@ def _insert_run(db: Session, *, name, recipe, tags, max_restarts, priority, acto
 
 def list_runs(db: Session, *, statuses: list[str], tag: str | None, limit: int,
               cursor: str | None) -> tuple[list[Run], str | None]:
-    query = select(Run).options(defer(Run.recipe)).order_by(Run.id.desc()).limit(limit + 1)
+    query = _filtered(select(Run).options(defer(Run.recipe)), statuses=statuses, tag=tag, cursor=cursor)
+    rows = list(db.scalars(query.order_by(Run.id.desc()).limit(limit + 1)))
+    page, more = rows[:limit], len(rows) > limit
+    return page, (_encode_cursor(page[-1].id) if more and page else None)
+
+
+def list_versions(db: Session | Connection, *, statuses: list[str], tag: str | None, limit: int,
+                  cursor: str | None) -> list[tuple[int, int]]:
+    """(id, version) of the runs `list_runs` would answer with the same arguments (and the one past
+    the page, which decides its cursor): two integer columns, so a poller's unchanged list is
+    recognised without decoding any run's JSON."""
+    query = _filtered(select(Run.id, Run.version), statuses=statuses, tag=tag, cursor=cursor)
+    return [(i, v) for i, v in db.execute(query.order_by(Run.id.desc()).limit(limit + 1))]
+
+
+def runs_by_id(db: Session, ids: list[int]) -> list[Run]:
+    """The runs of a list page that must be encoded again, recipes left out as `list_runs` does."""
+    return list(db.scalars(select(Run).options(defer(Run.recipe)).where(Run.id.in_(ids))))
+
+
+def list_cursor(versions: list[tuple[int, int]], limit: int) -> str | None:
+    """The next page's cursor, from `list_versions`' answer (which reads one run past the page)."""
+    return _encode_cursor(versions[limit - 1][0]) if len(versions) > limit else None
+
+
+def _filtered(query, *, statuses: list[str], tag: str | None, cursor: str | None):
     if statuses:
         unknown = [s for s in statuses if s not in Status.__members__.values()]
         if unknown:
@@ -144,9 +170,16 @@ def list_runs(db: Session, *, statuses: list[str], tag: str | None, limit: int,
         query = query.where(Run.id < _decode_cursor(cursor))
     if tag:
         query = query.where(Run.tag_text.contains(f",{tag},", autoescape=True))
-    rows = list(db.scalars(query))
-    page, more = rows[:limit], len(rows) > limit
-    return page, (_encode_cursor(page[-1].id) if more and page else None)
+    return query
+
+
+def version_of(db: Session, run_id: int) -> tuple[int, dt.datetime]:
+    """A run's version and creation time, read alone (one indexed row, no JSON): what a poll's
+    ETag is made of. The creation time tells apart runs of two databases that share an id."""
+    row = db.execute(select(Run.version, Run.created_at).where(Run.id == run_id)).first()
+    if row is None:
+        raise NotFound(f"run {run_id} does not exist")
+    return row[0], row[1]
 
 
 def tag_text(tags: list[str]) -> str:

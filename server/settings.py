@@ -39,6 +39,10 @@ class Settings(BaseSettings):
         "", description="More names a loopback-bound server answers to (comma-separated), e.g. a proxy's.")
     cors_origins: str = Field(
         "", description="Web origins (comma-separated) whose pages may call the API; none by default.")
+    read_cache_bytes: int = Field(
+        64 * 2**20, ge=0, description="Memory for encoded poll answers kept per server process (server/reads.py).")
+    processes: int = Field(
+        1, ge=1, le=64, description="Server processes (`sala server --processes`), each with its own admission control.")
     log_level: str = Field("info")
 
     @field_validator("database_url")

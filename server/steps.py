@@ -63,15 +63,29 @@ def _mean_values(rows: list[StepScalar]) -> dict[str, Any]:
 
 
 def thinned(db: Session, run_id: int, *, after: int, max_points: int) -> list[dict[str, Any]]:
-    """Every stride-th point after `after` and the last one, picked in SQL so only those are decoded."""
+    """At most `max_points` points after step `after`, evenly spaced in steps, the oldest and the
+    newest included: the step range is cut into `max_points - 1` equal buckets, each keeps its
+    oldest point, and the newest point is added. Sparse stretches (rolled-up history) keep every
+    point they have. The stride comes from the range's ends (two index lookups), not from
+    counting rows; the points are picked in SQL so only those are decoded."""
     where = (StepScalar.run_id == run_id, StepScalar.step > after)
-    total = db.scalar(select(func.count()).select_from(StepScalar).where(*where)) or 0
-    if total == 0:
+    low, high = db.execute(select(func.min(StepScalar.step), func.max(StepScalar.step)).where(*where)).one()
+    if low is None:
         return []
-    stride = max(1, -(-total // max_points))
-    numbered = select(StepScalar.step, StepScalar.values, func.row_number().over(
-        order_by=(StepScalar.step, StepScalar.id)).label("n")).where(*where).subquery()
-    picked = db.execute(select(numbered.c.step, numbered.c["values"])
-                        .where(or_((numbered.c.n - 1) % stride == 0, numbered.c.n == total))
-                        .order_by(numbered.c.n))
-    return [{"step": s, **v} for s, v in picked]
+    buckets, span = max(1, max_points - 1), high - low + 1
+    if span <= buckets:
+        bucket = StepScalar.step
+    elif span < 2**62 // buckets:  # bucket i holds steps [low + i·span/buckets, low + (i+1)·span/buckets)
+        bucket = (StepScalar.step - low) * buckets // span
+    else:  # steps too far apart for that product in 64 bits: a whole stride (fewer, wider buckets)
+        bucket = (StepScalar.step - low) // -(-span // buckets)
+    ranked = select(
+        StepScalar.id,
+        func.row_number().over(partition_by=bucket,
+                               order_by=(StepScalar.step, StepScalar.id)).label("first"),
+        func.row_number().over(order_by=(StepScalar.step.desc(), StepScalar.id.desc())).label("last"),
+    ).where(*where).subquery()
+    keep = ranked.c["last"] == 1 if max_points == 1 else or_(ranked.c["first"] == 1, ranked.c["last"] == 1)
+    picked = (select(StepScalar.step, StepScalar.values).join(ranked, ranked.c.id == StepScalar.id)
+              .where(keep).order_by(StepScalar.step, StepScalar.id))
+    return [{"step": s, **v} for s, v in db.execute(picked)]

@@ -23,10 +23,10 @@ WORKER_GRACE_S = 120
 SERVER_GRACE_S = 15
 
 
-def run_stack(settings: Settings, workers: int) -> int:
+def run_stack(settings: Settings, workers: int, processes: int = 1) -> int:
     env = {**os.environ, "SALA_DATABASE_URL": settings.database_url, "SALA_HOST": settings.host,
            "SALA_PORT": str(settings.port), "PYTHONUNBUFFERED": "1"}
-    server = _spawn([sys.executable, "-m", "sala.cli", "server"], env)
+    server = _spawn([sys.executable, "-m", "sala.cli", "server", "--processes", str(processes)], env)
     base = f"http://{_connect_host(settings.host)}:{settings.port}"
     stopping = False
 
@@ -43,7 +43,7 @@ def run_stack(settings: Settings, workers: int) -> int:
     try:
         children = [_spawn([sys.executable, "-m", "sala.cli", "worker", "--server", base,
                             "--name", f"local-{i + 1}"], worker_env) for i in range(workers)]
-        log.info("sala up: API on %s, %d worker(s); Ctrl-C to stop", base, workers)
+        log.info("sala up: API on %s (%d server process(es)), %d worker(s); Ctrl-C to stop", base, processes, workers)
         print(f"Sala is up: {base}  (dashboard /, API docs /docs). Ctrl-C stops it.", flush=True)
         while not stopping and server.poll() is None:
             time.sleep(0.5)

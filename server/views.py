@@ -93,3 +93,48 @@ def claim_out(run: Run, checkpoint: Checkpoint | None, directive: Directive) -> 
     return Claim(run_id=run.id, run_name=run.name, attempt=run.attempt, lease_token=run.lease_token,
                  lease_expires_at=run.lease_expires_at, recipe=runs.recipe_of(run),
                  resume_checkpoint=checkpoint_ref(checkpoint) if checkpoint else None, directive=directive)
+
+
+# ---- poll bodies as plain data (encoded by orjson, server/reads.py) ---------------------------
+
+
+def epoch_rows(run: Run, rows: list[EpochReport]) -> list[dict[str, Any]]:
+    """What `epoch_out` makes, as dicts: a 130-epoch history without 130 models built and dumped."""
+    names = _stage_names(run)
+    return [{"epoch": r.epoch, "attempt": r.attempt, "stage": {"index": r.stage_index + 1, "name": names(r.stage_index)},
+             "step": r.step, "metrics": r.metrics, "lr": r.lr, "duration_s": r.duration_s,
+             "samples_per_s": r.samples_per_s, "created_at": r.created_at} for r in rows]
+
+
+def epoch_columns(run: Run, rows: list[EpochReport], next_cursor: str | None) -> dict[str, Any]:
+    """The same epochs as `EpochColumns`: one array per field, metric and lr key."""
+    names = _stage_names(run)
+    return {"format": "columns", "epoch": [r.epoch for r in rows], "attempt": [r.attempt for r in rows],
+            "stage": [r.stage_index + 1 for r in rows],
+            "stage_names": {str(i + 1): names(i) for i in sorted({r.stage_index for r in rows})},
+            "step": [r.step for r in rows], "metrics": _columns([r.metrics for r in rows]),
+            "lr": _columns([r.lr for r in rows]), "duration_s": [r.duration_s for r in rows],
+            "samples_per_s": [r.samples_per_s for r in rows], "created_at": [r.created_at for r in rows],
+            "next_cursor": next_cursor}
+
+
+def step_columns(points: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
+    """Step points (`{"step": s, **scalars}`) as `StepColumns`."""
+    return {"format": "columns", "step": [p["step"] for p in points],
+            "values": _columns([{k: v for k, v in p.items() if k != "step"} for p in points]),
+            "next_cursor": next_cursor}
+
+
+def _columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    keys = list(dict.fromkeys(k for record in records for k in record))
+    return {k: [record.get(k) for record in records] for k in keys}
+
+
+def _stage_names(run: Run):
+    known: dict[int, str] = {}
+
+    def name(index: int) -> str:
+        if index not in known:
+            known[index] = runs.stage_name(run, index) or ""
+        return known[index]
+    return name

@@ -23,6 +23,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('runs', schema=None) as batch_op:
+    # SQLite drops columns by rebuilding the table: keep its AUTOINCREMENT (0007) through the rebuild.
+    sqlite = op.get_bind().dialect.name == 'sqlite'
+    with op.batch_alter_table('runs', table_kwargs={'sqlite_autoincrement': True} if sqlite else {}) as batch_op:
         batch_op.drop_column('processes_per_node')
         batch_op.drop_column('nodes')

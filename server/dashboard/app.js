@@ -47,17 +47,25 @@ export class ApiError extends Error {
   }
 }
 
+// Answers to GETs with their ETags, by path: a poll sends If-None-Match and an unchanged answer
+// comes back as a bodiless 304 (the server checks one number: the run's version).
+const answers = new Map();
+const ANSWERS_KEPT = 200;
+
 async function api(path, { method = "GET", body } = {}) {
   const headers = { Accept: "application/json" };
   const token = localStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  const held = method === "GET" ? answers.get(path) : undefined;
+  if (held) headers["If-None-Match"] = held.etag;
   let res;
   try {
     res = await fetch(API + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (e) {
     throw new ApiError(0, { error: { code: "network", message: `server unreachable (${e.message})` } });
   }
+  if (res.status === 304 && held) return held.data;
   if (res.status === 204) return null;
   let data = null;
   try { data = await res.json(); } catch { /* not JSON */ }
@@ -66,7 +74,43 @@ async function api(path, { method = "GET", body } = {}) {
     if (res.status === 401) showTokenBox(error.message);
     throw error;
   }
+  const etag = res.headers.get("ETag");
+  if (method === "GET" && etag) {
+    answers.delete(path);
+    answers.set(path, { etag, data });
+    if (answers.size > ANSWERS_KEPT) answers.delete(answers.keys().next().value);
+  }
   return data;
+}
+
+// `?format=columns` pages (one array per field: a third of the bytes of rows) back into the rows
+// the views work with.
+function epochRows(page) {
+  const metricKeys = Object.keys(page.metrics), lrKeys = Object.keys(page.lr);
+  const pick = (cols, keys, i) => {
+    const out = {};
+    for (const k of keys) if (cols[k][i] !== null) out[k] = cols[k][i];
+    return out;
+  };
+  return page.epoch.map((epoch, i) => ({
+    epoch, attempt: page.attempt[i], stage: { index: page.stage[i], name: page.stage_names[String(page.stage[i])] },
+    step: page.step[i], metrics: pick(page.metrics, metricKeys, i), lr: pick(page.lr, lrKeys, i),
+    duration_s: page.duration_s[i], samples_per_s: page.samples_per_s[i], created_at: page.created_at[i],
+  }));
+}
+
+function stepRows(page) {
+  const keys = Object.keys(page.values);
+  return page.step.map((step, i) => {
+    const out = { step };
+    for (const k of keys) if (page.values[k][i] !== null) out[k] = page.values[k][i];
+    return out;
+  });
+}
+
+async function epochPage(runId, after, limit) {
+  const page = await api(`/runs/${runId}/epochs?after=${after}&limit=${limit}&format=columns`);
+  return { items: page.items ?? (page.rows ??= epochRows(page)), next_cursor: page.next_cursor };
 }
 
 function showTokenBox(why) {
@@ -399,7 +443,7 @@ function runView(runId) {
   async function fetchEpochs() {
     let added = 0;
     for (;;) {
-      const page = await api(`${base}/epochs?after=${state.lastEpoch}&limit=${EPOCH_PAGE}`);
+      const page = await epochPage(runId, state.lastEpoch, EPOCH_PAGE);
       for (const e of page.items) {
         if (e.epoch <= state.lastEpoch) continue;
         state.epochs.push(e);
@@ -411,7 +455,8 @@ function runView(runId) {
   }
 
   async function fetchSteps(initial) {
-    const page = await api(`${base}/steps?after=${state.lastStep}&max_points=${STEP_POINTS}`);
+    const columns = await api(`${base}/steps?after=${state.lastStep}&max_points=${STEP_POINTS}&format=columns`);
+    const page = { items: columns.rows ??= stepRows(columns) };
     for (const s of page.items) if (s.step > state.lastStep) { state.steps.push(s); state.lastStep = s.step; }
     if (!initial && state.steps.length > STEP_KEEP) state.steps = state.steps.filter((_, i) => i % 2 === 0 || i === state.steps.length - 1);
     return page.items.length;
@@ -882,7 +927,7 @@ function compareView() {
   async function epochsOf(id) {
     const all = [];
     for (let after = -1; ;) {
-      const page = await api(`/runs/${id}/epochs?after=${after}&limit=${EPOCH_PAGE}`);
+      const page = await epochPage(id, after, EPOCH_PAGE);
       all.push(...page.items);
       if (!page.next_cursor) return all;
       after = Number(page.next_cursor);

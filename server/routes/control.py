@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
 from core.protocol import DbId
 from server import runs
 from server.deps import DB, Operator, Reader
+from server.reads import run_read
 from core.api import ERRORS, Accepted, LrOut, LrRequest, ReasonBody, StageHold, StageJump, StagesOut
 from server.views import event_out, run_out, stages_out
 
@@ -14,9 +15,11 @@ router = APIRouter(prefix="/runs/{run_id}", tags=["control"], responses=ERRORS)
 
 
 @router.get("/stages", response_model=StagesOut)
-def get_stages(run_id: DbId, db: DB, _: Reader) -> StagesOut:
-    run = runs.get_run(db, run_id)
-    return stages_out(run, runs.transitions(db, run))
+def get_stages(run_id: DbId, request: Request, db: DB, _: Reader) -> Response:
+    def build() -> StagesOut:
+        run = runs.get_run(db, run_id)
+        return stages_out(run, runs.transitions(db, run))
+    return run_read(request, db, run_id, build)
 
 
 @router.post("/stage", status_code=202, response_model=Accepted)
@@ -41,10 +44,12 @@ def hold_stage(run_id: DbId, body: StageHold, db: DB, who: Operator) -> Accepted
 
 
 @router.get("/lr", response_model=LrOut)
-def get_lr(run_id: DbId, db: DB, _: Reader) -> LrOut:
-    run = runs.get_run(db, run_id)
-    return LrOut(**runs.lr_parts(run), base_lr=run.base_lr,
-                 history=[event_out(e) for e in runs.lr_history(db, run)])
+def get_lr(run_id: DbId, request: Request, db: DB, _: Reader) -> Response:
+    def build() -> LrOut:
+        run = runs.get_run(db, run_id)
+        return LrOut(**runs.lr_parts(run), base_lr=run.base_lr,
+                     history=[event_out(e) for e in runs.lr_history(db, run)])
+    return run_read(request, db, run_id, build)
 
 
 @router.post("/lr", status_code=202, response_model=Accepted)

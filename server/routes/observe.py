@@ -3,52 +3,70 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from pydantic import TypeAdapter
+
 from core.protocol import MAX_ID, DbId
-from server import events, leases, logs, reports, runs, steps
+from server import events, leases, logs, reads, reports, runs, steps
 from server.db import DATABASE_AWAY
 from server.deps import DB, Reader, identify
 from server.errors import Unauthorized
-from core.api import ERRORS, CheckpointOut, EventOut, EventPage, LogOut, LogPage, Page, WorkerOut
+from core.api import (ERRORS, CheckpointOut, EpochColumns, EventOut, EventPage, LogOut, LogPage, Page, StepColumns,
+                      WorkerOut)
 from server.storage import stream_file
-from server.views import checkpoint_out, epoch_out, event_out
+from server.views import checkpoint_out, epoch_columns, epoch_rows, event_out, step_columns
 
 router = APIRouter(tags=["observe"], responses=ERRORS)
 
 Limit = Annotated[int, Query(ge=1, le=5000)]
 
 
+Format = Annotated[Literal["rows", "columns"], Query(description="rows: one object per point; columns: "
+                                                               "one array per field (what charts plot)")]
+
+
 @router.get("/runs/{run_id}/events", response_model=EventPage)
-def list_events(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-                limit: Limit = 500) -> EventPage:
-    runs.get_run(db, run_id)
-    rows = events.list_events(db, run_id, after=after, limit=limit)
-    return EventPage(items=[event_out(e) for e in rows],
-                     next_cursor=str(rows[-1].id) if len(rows) == limit else None)
+def list_events(run_id: DbId, request: Request, db: DB, _: Reader,
+                after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0, limit: Limit = 500) -> Response:
+    def build() -> EventPage:
+        rows = events.list_events(db, run_id, after=after, limit=limit)
+        return EventPage(items=[event_out(e) for e in rows],
+                         next_cursor=str(rows[-1].id) if len(rows) == limit else None)
+    return reads.run_read(request, db, run_id, build)
 
 
-@router.get("/runs/{run_id}/epochs", response_model=Page)
-def list_epochs(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=-1, le=MAX_ID)] = -1,
-                limit: Limit = 1000) -> Page:
-    run = runs.get_run(db, run_id)
-    rows = reports.epochs(db, run_id, after=after, limit=limit)
-    items = [epoch_out(run, r).model_dump(mode="json") for r in rows]
-    return Page(items=items, next_cursor=str(rows[-1].epoch) if len(rows) == limit else None)
+@router.get("/runs/{run_id}/epochs", response_model=Page | EpochColumns)
+def list_epochs(run_id: DbId, request: Request, db: DB, _: Reader,
+                after: Annotated[int, Query(ge=-1, le=MAX_ID)] = -1, limit: Limit = 1000,
+                format: Format = "rows") -> Response:
+    """The run's epoch history after epoch `after`; ETag and `304` as every poll (server/reads.py)."""
+    def build() -> dict:
+        run = runs.get_run(db, run_id)
+        rows = reports.epochs(db, run_id, after=after, limit=limit)
+        cursor = str(rows[-1].epoch) if len(rows) == limit else None
+        if format == "columns":
+            return epoch_columns(run, rows, cursor)
+        return {"items": epoch_rows(run, rows), "next_cursor": cursor}
+    return reads.run_read(request, db, run_id, build)
 
 
-@router.get("/runs/{run_id}/steps", response_model=Page)
-def list_steps(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=-1, le=2**62)] = -1,
-               max_points: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> Page:
-    runs.get_run(db, run_id)
-    points = steps.thinned(db, run_id, after=after, max_points=max_points)
-    return Page(items=points, next_cursor=str(points[-1]["step"]) if points else None)
+@router.get("/runs/{run_id}/steps", response_model=Page | StepColumns)
+def list_steps(run_id: DbId, request: Request, db: DB, _: Reader,
+               after: Annotated[int, Query(ge=-1, le=2**62)] = -1,
+               max_points: Annotated[int, Query(ge=1, le=10_000)] = 1000, format: Format = "rows") -> Response:
+    """At most `max_points` step points after step `after`, evenly spaced in steps, the newest included."""
+    def build() -> dict:
+        points = steps.thinned(db, run_id, after=after, max_points=max_points)
+        cursor = str(points[-1]["step"]) if points else None
+        return step_columns(points, cursor) if format == "columns" else {"items": points, "next_cursor": cursor}
+    return reads.run_read(request, db, run_id, build)
 
 
 @router.get("/runs/{run_id}/logs", response_model=LogPage)
@@ -62,9 +80,11 @@ def list_logs(run_id: DbId, db: DB, _: Reader, after: Annotated[int, Query(ge=0,
 
 
 @router.get("/runs/{run_id}/checkpoints", response_model=list[CheckpointOut])
-def list_checkpoints(run_id: DbId, db: DB, _: Reader) -> list[CheckpointOut]:
-    runs.get_run(db, run_id)
-    return [checkpoint_out(r) for r in reports.checkpoints(db, run_id)]
+def list_checkpoints(run_id: DbId, request: Request, db: DB, _: Reader) -> Response:
+    return reads.run_read(request, db, run_id,
+                     lambda: TypeAdapter(list[CheckpointOut]).dump_python(
+                         [checkpoint_out(r) for r in reports.checkpoints(db, run_id)], mode="json"))
+
 
 
 @router.get("/runs/{run_id}/checkpoints/{checkpoint_id}/file", response_class=StreamingResponse,

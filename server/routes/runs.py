@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.background import BackgroundTask
 
 from core.protocol import DbId, NoNul
-from server import runs
+from server import reads, runs
 from server.deps import DB, Operator, Reader
 from core.api import ERRORS, Accepted, ForkBody, ReasonBody, RunCreate, RunOut, RunPage, RunPatch
 from server.storage import delete_files
@@ -25,18 +25,27 @@ def create_run(body: RunCreate, db: DB, who: Operator) -> RunOut:
 
 
 @router.get("", response_model=RunPage)
-def list_runs(db: DB, _: Reader, status: Annotated[str | None, Query(max_length=200)] = None,
+def list_runs(request: Request, db: DB, _: Reader, status: Annotated[str | None, Query(max_length=200)] = None,
               tag: Annotated[str | None, Query(max_length=50), NoNul] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              cursor: Annotated[str | None, Query(max_length=100)] = None) -> RunPage:
+              cursor: Annotated[str | None, Query(max_length=100)] = None) -> Response:
+    """Newest first. The ETag is made of the page's run ids and versions (two integer columns read),
+    so an unchanged list is a `304` without any run's JSON decoded; a changed one re-encodes only
+    the runs that changed (server/reads.py `run_items`)."""
     statuses = [s for s in (status or "").split(",") if s]
-    page, next_cursor = runs.list_runs(db, statuses=statuses, tag=tag, limit=limit, cursor=cursor)
-    return RunPage(items=[run_out(r) for r in page], next_cursor=next_cursor)
+    key = reads.query_key(request)
+    versions = runs.list_versions(db, statuses=statuses, tag=tag, limit=limit, cursor=cursor)
+    etag = reads.list_etag(key, versions)
+
+    def build() -> bytes:
+        items = reads.run_items(request, versions[:limit], lambda ids: [run_out(r) for r in runs.runs_by_id(db, ids)])
+        return reads.page(items, runs.list_cursor(versions, limit))
+    return reads.respond(request, ("runs", etag, key), etag, build)
 
 
 @router.get("/{run_id}", response_model=RunOut)
-def get_run(run_id: DbId, db: DB, _: Reader) -> RunOut:
-    return run_out(runs.get_run(db, run_id), with_recipe=True)
+def get_run(run_id: DbId, request: Request, db: DB, _: Reader) -> Response:
+    return reads.run_read(request, db, run_id, lambda: run_out(runs.get_run(db, run_id), with_recipe=True))
 
 
 @router.patch("/{run_id}", response_model=RunOut)

@@ -101,3 +101,19 @@ def test_long_run_opens_and_draws(server, page, tmp_path):
     timing = page.evaluate("window.salaTiming")
     assert timing["epochs"] == 5000
     screenshot(page, "long-run-page.png")
+
+
+def test_the_dashboard_polls_columns_conditionally(server, page, tmp_path):
+    """Histories come as `?format=columns`, and an unchanged one as a bodiless 304 (If-None-Match)."""
+    run = create(server, "polled", {"training": {"max_epochs": 50, "steps_per_epoch": 20}})
+    bulk_history(f"sqlite:///{Path(tmp_path) / 'sala.db'}", run["id"], epochs=20, steps=400)
+    sent = []
+    page.on("request", lambda r: sent.append((r.url, r.headers.get("if-none-match"))))
+    page.goto(f"{server.url}/?poll={POLL}#/runs/{run['id']}")
+    page.wait_for_selector("#view[data-loaded=run]", timeout=30_000)
+    assert points(page, "steps") > 0
+    with page.expect_response(lambda r: "/epochs?" in r.url and r.status == 304, timeout=30_000):
+        pass
+    columns = [(url, etag) for url, etag in sent if "format=columns" in url]
+    assert any("/epochs?" in url for url, _ in columns) and any("/steps?" in url for url, _ in columns)
+    assert any(etag for _, etag in columns)

@@ -82,3 +82,16 @@ def test_writes_say_json_and_reads_reuse_an_answer_on_304():
     transport.request("DELETE", "/runs/1")
     assert seen[1].headers["If-None-Match"] == '"v1"'
     assert [r.headers.get("Content-Type") for r in seen[2:]] == ["application/json"] * 2
+
+
+def test_the_client_polls_a_real_server_conditionally(sala):
+    run = sala.create_run(name="conditional")
+    statuses = []
+    sala._http.http.event_hooks["response"].append(lambda r: statuses.append(r.status_code))
+    try:
+        first, second = sala.run(run.id), sala.run(run.id)
+        assert first == second and statuses[-2:] == [200, 304]
+        sala.set_lr(run.id, scale=0.5)
+        assert sala.run(run.id).lr.override == {"scale": 0.5} and statuses[-1] == 200
+    finally:
+        sala._http.http.event_hooks["response"].clear()
