@@ -594,6 +594,13 @@ function runView(runId) {
       stages.map((s) => h("option", { value: String(s.index), selected: s.index === run.stage.index }, `${s.index} · ${s.name}`)));
     const lrInput = h("input", { id: "lr-value", type: "text", inputmode: "decimal", placeholder: "3e-4 or 0.5",
       "aria-label": "Learning rate or scale factor" });
+    // Controls are rebuilt when the run changes (every epoch): keep what the person was typing or choosing.
+    const typed = document.getElementById("lr-value");
+    const chosen = document.getElementById("stage-select");
+    const hadFocus = document.activeElement?.id;
+    if (typed) lrInput.value = typed.value;
+    if (chosen?.dataset.touched) { stageSelect.value = chosen.value; stageSelect.dataset.touched = "1"; }
+    stageSelect.addEventListener("change", () => { stageSelect.dataset.touched = "1"; });
     const act = (label, opts) => h("button", { type: "button", class: opts.cls || "", "data-action": opts.action,
       onclick: () => control(opts) }, label);
     const lrNumber = () => {
@@ -625,6 +632,8 @@ function runView(runId) {
         } }, "Scale lr ×"),
         act("Clear override", { action: "lr-clear", cls: "secondary", path: "/lr", body: { clear: true }, ask: "Clear the learning-rate override?" }))),
     el.notice, el.requests);
+    if (hadFocus === "lr-value") lrInput.focus();
+    else if (hadFocus === "stage-select") stageSelect.focus();
   }
 
   function notify(node) { el.notice.replaceChildren(node || ""); }

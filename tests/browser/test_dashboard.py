@@ -117,3 +117,23 @@ def test_the_dashboard_polls_columns_conditionally(server, page, tmp_path):
     columns = [(url, etag) for url, etag in sent if "format=columns" in url]
     assert any("/epochs?" in url for url, _ in columns) and any("/steps?" in url for url, _ in columns)
     assert any(etag for _, etag in columns)
+
+
+def test_what_a_person_types_in_the_controls_survives_the_run_changing(server, page):
+    """The controls are rebuilt when the run changes (each epoch); a half-typed lr or a chosen stage
+    must not vanish between typing and clicking."""
+    run = create(server, "steered", {"training": {"max_epochs": 50, "steps_per_epoch": 20}})
+    page.goto(f"{server.url}/?poll={POLL}#/runs/{run['id']}")
+    page.wait_for_selector("#view[data-loaded=run]")
+    page.fill("#lr-value", "0.5")
+    page.select_option("#stage-select", "2")
+    page.focus("#lr-value")
+    renamed = httpx.patch(f"{server.api}/runs/{run['id']}", json={"name": "steered, renamed"})
+    assert renamed.status_code == 200, renamed.text
+    page.wait_for_function("document.querySelector('#run-name').textContent.includes('renamed')")
+    assert page.input_value("#lr-value") == "0.5"
+    assert page.input_value("#stage-select") == "2"
+    assert page.evaluate("document.activeElement.id") == "lr-value"
+    with page.expect_event("dialog"):
+        page.click("button[data-action=lr-scale]")
+    assert any("Scale the learning rate by ×0.5" in m for m in page.dialogs)
